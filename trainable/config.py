@@ -28,6 +28,12 @@ STEMS = ("auto", "imagenet", "small")
 LOADERS = ("auto", "memory", "dataloader")
 
 
+# What fit() reports once per epoch; a space's `metric` must be one of these.
+# Accuracies are percentages (0-100) so deltas read as "points", as papers write them.
+REPORTED_METRICS = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr",
+                    "epoch_seconds", "images_per_second")
+
+
 class ConfigError(ValueError):
     """A config value is wrong; the message is one line naming the key and the fix."""
 
@@ -318,4 +324,4 @@ def describe() -> str:
 
 
 __all__ = ["TrainConfig", "ConfigError", "from_dict", "to_dict", "parse_overrides", "coerce_value",
-           "validate", "describe", "FIELDS"]
+           "validate", "describe", "FIELDS", "REPORTED_METRICS"]

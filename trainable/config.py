@@ -130,9 +130,6 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default. Set when packing trials.
     seed: int = 0
 
-    # --- reporting ---------------------------------------------------------------------
-    eval_every: int = 1  # epochs between validations (and reports); the last epoch always validates
-
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
@@ -273,7 +270,6 @@ def validate(cfg: TrainConfig) -> None:
         _range(cfg, key, 0)
     _range(cfg, "epochs", 1, fix="train for at least one epoch")
     _range(cfg, "batch_size", 1)
-    _range(cfg, "eval_every", 1)
     _range(cfg, "lr", 0, low_open=True, fix="the learning rate must be positive")
     _range(cfg, "min_lr", 0)
     if cfg.min_lr > cfg.lr and cfg.schedule == "cosine":
@@ -282,6 +278,9 @@ def validate(cfg: TrainConfig) -> None:
     _range(cfg, "weight_decay", 0)
     _range(cfg, "layer_lr_decay", 0, 1, low_open=True, fix="use a factor in (0, 1], or None for one LR")
     _range(cfg, "sam_rho", 0, fix="0 turns SAM off; 0.05 is the paper's CIFAR value")
+    if cfg.sam_rho > 0 and cfg.amp == "fp16":
+        # fp16 needs a GradScaler, whose unscale/step bookkeeping assumes one backward per step.
+        raise ConfigError("sam_rho: SAM with amp=fp16 is not supported; use amp=bf16 or amp=off")
     _range(cfg, "warmup_epochs", 0)
     if cfg.warmup_epochs >= cfg.epochs and cfg.schedule in ("cosine", "onecycle") and cfg.warmup_epochs > 0:
         raise ConfigError(f"warmup_epochs={cfg.warmup_epochs} must be below epochs={cfg.epochs}")

@@ -1,0 +1,72 @@
+"""``python -m search SPACE [--set key=value ...] [--samples N] [--resume] [--smoke]``
+
+Runs a real Ray Tune search over a named space (spaces/<SPACE>.yaml): Optuna TPE
+proposes, ASHA stops bad trials early, MLflow records every trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from trainable.config import ConfigError, parse_overrides
+
+
+def _print_summary(s: dict) -> None:
+    print("\n" + "=" * 72)
+    print(f"search {s['space']}: {s['trials']} trials" + (f", {s['errors']} failed" if s.get("errors") else ""))
+    if "best_value" in s:
+        print(f"best trial   {s['best_trial']}: {s['metric']} {s['best_value']:.2f}"
+              + (f", val_top5 {s['best_val_top5']:.2f}" if s.get("best_val_top5") is not None else ""))
+        print(f"  params     {', '.join(f'{k}={_fmt(v)}' for k, v in s['best_config'].items())}")
+        if "baseline_value" in s:
+            print(f"baseline     {s['metric']} {s['baseline_value']:.2f}   delta {s['delta']:+.2f} points")
+    else:
+        print("no trial produced a result")
+    print(f"MLflow       experiment {s['experiment']!r}, parent run {s['parent_run_id']} ({s['tracking_uri']})")
+    print("             look: make mlflow  ->  http://127.0.0.1:5000 ;  table and plots: "
+          f"make report SPACE={s['space']}")
+    print(f"Ray results  {s['results']}")
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m search", description=__doc__.splitlines()[0])
+    parser.add_argument("space", help="a space name in spaces/ (e.g. mixup_alpha) or a path to a .yaml file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="fix a training key for every trial (repeatable)")
+    parser.add_argument("--samples", type=int, help="number of trials (overrides the space's num_samples)")
+    parser.add_argument("--resume", action="store_true", help="continue the latest interrupted search of SPACE")
+    parser.add_argument("--smoke", action="store_true", help="tiny data, 2 epochs, 3 trials: the whole path fast")
+    parser.add_argument("--dashboard", action="store_true", help="Ray dashboard on http://127.0.0.1:8265")
+    parser.add_argument("--storage", help="results folder or URI (default ./ray_results or $TRICKTUNE_STORAGE)")
+    parser.add_argument("--max-failures", type=int, default=2, help="retries of a trial that raises (default 2)")
+    args = parser.parse_args(argv)
+
+    from search.runner import SearchError, SearchOptions, run_search
+
+    try:
+        if args.samples is not None and args.samples < 1:
+            raise ConfigError(f"--samples {args.samples}: run at least one trial")
+        pairs = [p for item in args.set for p in item.split()]
+        opts = SearchOptions(space=args.space, overrides=parse_overrides(pairs), samples=args.samples,
+                             smoke=args.smoke, resume=args.resume, storage=args.storage,
+                             dashboard=args.dashboard, max_failures=args.max_failures)
+        # SIGTERM (a killed `make`, a scheduler's stop) ends the search like Ctrl-C does:
+        # Ray stops the trials, saves the experiment state, and our runs are closed.
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+        summary = run_search(opts)
+    except (ConfigError, SearchError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    _print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+"""Build and run one search: Tuner(OptunaSearch TPE + ASHA) with every trial in MLflow.
+
+Layout of one search on disk (``storage`` defaults to ``./ray_results``)::
+
+    ray_results/<space>-<timestamp>/      Ray's experiment (trials, checkpoints, searcher state)
+        tricktune.json                    how to rebuild this search on --resume + its MLflow ids
+        mlflow_pending.jsonl              only if MLflow was unreachable at the end
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from search.tracking import MlflowTracker, experiment_name
+from spaces import Space, load_space
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STATE_FILE = "tricktune.json"
+
+# --smoke: the whole path (Ray, Optuna, ASHA, MLflow) on a sliver of the data.
+SMOKE_FIXED = {"train_subset": 512, "val_subset": 256, "batch_size": 64}
+SMOKE_BUDGET = {"num_samples": 3, "max_epochs": 2, "grace_period": 1}
+
+
+class SearchError(Exception):
+    """A problem found before any training starts; one line with the fix."""
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.join(PROJECT_ROOT, 'mlflow.db')}"
+
+
+def default_storage() -> str:
+    return os.environ.get("TRICKTUNE_STORAGE") or os.path.join(PROJECT_ROOT, "ray_results")
+
+
+@dataclass
+class SearchOptions:
+    space: str
+    overrides: dict
+    samples: int | None = None
+    smoke: bool = False
+    resume: bool = False
+    storage: str | None = None
+    tracking_uri: str | None = None
+    dashboard: bool = False
+    max_failures: int = 2
+    verbose: int = 1
+
+
+def prepare_space(opts: SearchOptions) -> Space:
+    space = load_space(opts.space)
+    fixed = dict(opts.overrides)
+    budget = {}
+    if opts.smoke:
+        fixed = {**SMOKE_FIXED, **fixed}
+        budget = {k: min(v, getattr(space, k)) for k, v in SMOKE_BUDGET.items()}
+        budget["grace_period"] = min(budget["grace_period"], budget["max_epochs"])
+    if opts.samples is not None:
+        budget["num_samples"] = opts.samples
+    if fixed or budget:
+        space = space.override(fixed=fixed, **budget)
+    return space
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (sha or "unknown") + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict:
+    import optuna
+    import ray
+    import torch
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "ray": ray.__version__, "optuna": optuna.__version__, "mlflow": mlflow.__version__}
+
+
+def check_tracking(tracking_uri: str) -> MlflowClient:
+    """Fail before training if the MLflow store cannot be reached."""
+    client = MlflowClient(tracking_uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - any failure here means "cannot record results"
+        raise SearchError(f"MLflow tracking store {tracking_uri!r} is unreachable ({type(err).__name__}); "
+                          "start the server or set MLFLOW_TRACKING_URI=sqlite:///mlflow.db") from None
+    return client
+
+
+def latest_experiment(storage: str, space_name: str) -> str | None:
+    found = sorted(p for p in glob.glob(os.path.join(storage, f"{space_name}-*"))
+                   if os.path.isfile(os.path.join(p, STATE_FILE)))
+    return found[-1] if found else None
+
+
+def _searcher(space: Space, baseline_point: dict):
+    if space.searcher == "grid":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        # Variants already contain the baseline; otherwise run it first explicitly.
+        points = [] if space.variants else [baseline_point]
+        return BasicVariantGenerator(points_to_evaluate=points or None, random_state=space.seed)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    # TPE, seeded. constant_liar: a running trial counts as a bad result, so parallel
+    # trials spread out instead of all sampling the same promising point; multivariate
+    # models interactions between tricks (e.g. mixup_alpha x lr).
+    sampler = optuna.samplers.TPESampler(seed=space.seed, multivariate=True, constant_liar=True,
+                                         n_startup_trials=max(2, min(5, space.num_samples // 3)))
+    return OptunaSearch(sampler=sampler, points_to_evaluate=[baseline_point])
+
+
+def _scheduler(space: Space):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if space.scheduler == "none":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="training_iteration", max_t=space.max_epochs, grace_period=space.grace_period,
+                         reduction_factor=space.reduction_factor)
+
+
+def _trainable(space: Space):
+    from ray import tune
+
+    from search.trial import run_trial
+
+    threads = max(1, int(space.cpus_per_trial))
+    fn = tune.with_parameters(run_trial, space=space, threads=threads)
+    return tune.with_resources(fn, {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial})
+
+
+def init_ray(dashboard: bool) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs = dict(include_dashboard=dashboard, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    if dashboard:
+        # 127.0.0.1 only: the dashboard and its job API run code for whoever can reach them.
+        kwargs.update(dashboard_host=os.environ.get("TRICKTUNE_DASHBOARD_HOST", "127.0.0.1"), dashboard_port=8265)
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **{k: v for k, v in kwargs.items() if not k.startswith("dashboard")
+                                      and k != "include_dashboard"})
+    else:
+        ray.init(**kwargs)
+
+
+def run_search(opts: SearchOptions):
+    """Run (or resume) a search; returns a summary dict. Everything is validated first."""
+    storage = os.path.abspath(opts.storage or default_storage()) if "://" not in (opts.storage or "") \
+        else opts.storage
+    tracking_uri = opts.tracking_uri or default_tracking_uri()
+
+    state = None
+    if opts.resume:
+        exp_path = latest_experiment(storage, opts.space) if not os.path.isdir(opts.space) else opts.space
+        if exp_path is None:
+            raise SearchError(f"nothing to resume: no search of space {opts.space!r} under {storage}; "
+                              f"start one with `make search SPACE={opts.space}`")
+        with open(os.path.join(exp_path, STATE_FILE)) as fh:
+            state = json.load(fh)
+        opts = SearchOptions(**{**opts.__dict__, "space": state["space"], "overrides": state["overrides"],
+                                "samples": state["samples"], "smoke": state["smoke"]})
+    space = prepare_space(opts)  # validates the whole space file before Ray starts
+    client = check_tracking(tracking_uri)
+
+    from search.domains import baseline_key, baseline_point, param_space
+
+    base_point = baseline_point(space)
+    if state is None:
+        name = f"{space.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        exp_path = os.path.join(storage, name)
+        os.makedirs(exp_path, exist_ok=True)
+        exp_id = _experiment_id(client, space.name)
+        tags = {"space": space.name, "git_commit": git_commit(), "ray_results": exp_path,
+                "question": space.question, "command": space.command,
+                **{f"version.{k}": v for k, v in package_versions().items()}}
+        parent = client.create_run(exp_id, run_name=name, tags={**tags, "tricktune_role": "search"})
+        client.log_batch(parent.info.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in {
+            "space": space.name, "metric": space.metric, "mode": space.mode, "num_samples": space.num_samples,
+            "max_epochs": space.max_epochs, "grace_period": space.grace_period,
+            "reduction_factor": space.reduction_factor, "scheduler": space.scheduler, "searcher": space.searcher,
+            "searched": ",".join(space.params) + (",variant" if space.variants else ""),
+            "overrides": json.dumps(opts.overrides), "smoke": opts.smoke}.items()])
+        client.log_artifact(parent.info.run_id, space.path, "space")
+        state = {"space": opts.space, "overrides": opts.overrides, "samples": opts.samples, "smoke": opts.smoke,
+                 "experiment_id": exp_id, "parent_run_id": parent.info.run_id, "tags": tags, "name": name}
+        with open(os.path.join(exp_path, STATE_FILE), "w") as fh:
+            json.dump(state, fh, indent=2)
+    else:
+        client.update_run(state["parent_run_id"], status="RUNNING")
+
+    init_ray(opts.dashboard)
+    from ray import tune
+
+    tracker = MlflowTracker(tracking_uri, state["experiment_id"], state["parent_run_id"], space, exp_path,
+                            base_tags={k: v for k, v in state["tags"].items() if k in ("space", "git_commit")},
+                            baseline_key=baseline_key(space))
+    trainable = _trainable(space)
+    if opts.resume and tune.Tuner.can_restore(exp_path):
+        tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=param_space(space))
+        # The restored run config carries a pickled tracker; point it at this process's writer.
+        callbacks = tuner._local_tuner._run_config.callbacks or []
+        for i, cb in enumerate(callbacks):
+            if isinstance(cb, MlflowTracker):
+                callbacks[i] = tracker
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(space),
+            tune_config=tune.TuneConfig(
+                metric=space.metric, mode=space.mode,  # the one place metric/mode are set
+                search_alg=_searcher(space, base_point), scheduler=_scheduler(space),
+                num_samples=space.num_samples, max_concurrent_trials=space.max_concurrent),
+            run_config=tune.RunConfig(
+                name=os.path.basename(exp_path), storage_path=os.path.dirname(exp_path),
+                callbacks=[tracker], verbose=opts.verbose,
+                failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
+                                                        checkpoint_score_order=space.mode),
+                progress_reporter=_reporter(space)),
+        )
+    interrupted = True
+    try:
+        results = tuner.fit()
+        interrupted = _unfinished(results, space)
+    finally:
+        tracker.close()
+        _close_open_runs(client, state, interrupted)
+    summary = summarize(results, space, client, state, exp_path, tracking_uri)
+    return summary
+
+
+def _experiment_id(client: MlflowClient, space_name: str) -> str:
+    exp = client.get_experiment_by_name(experiment_name(space_name))
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    return client.create_experiment(experiment_name(space_name))
+
+
+def _reporter(space: Space):
+    from ray import tune
+
+    columns = list(space.params) + (["variant"] if space.variants else [])
+    return tune.CLIReporter(parameter_columns=columns,
+                            metric_columns=["training_iteration", space.metric, "val_top5", "train_loss"],
+                            max_report_frequency=15, sort_by_metric=True, metric=space.metric, mode=space.mode)
+
+
+def _unfinished(results, space) -> bool:
+    expected = space.num_samples * _grid_size(space)
+    done = [r for r in results if r.metrics is not None and (r.metrics.get("done") or r.error is not None
+                                                             or r.metrics.get("nonfinite_loss"))]
+    return len(results) < expected or len(done) < len(results)
+
+
+def _grid_size(space) -> int:
+    size = 1
+    for p in space.params.values():
+        if p.type == "grid":
+            size *= len(p.values)
+    return size * (len(space.variants) if space.variants else 1)
+
+
+def _close_open_runs(client: MlflowClient, state: dict, interrupted: bool) -> None:
+    """No run is left RUNNING: trial runs still open were interrupted (resume reopens them)."""
+    runs = client.search_runs([state["experiment_id"]],
+                              filter_string=f"tags.mlflow.parentRunId = '{state['parent_run_id']}' "
+                                            "and attributes.status = 'RUNNING'")
+    for run in runs:
+        client.set_tag(run.info.run_id, "outcome", "interrupted")
+        client.set_terminated(run.info.run_id, status="KILLED")
+    client.set_tag(state["parent_run_id"], "state", "interrupted" if interrupted else "finished")
+    client.set_terminated(state["parent_run_id"], status="KILLED" if interrupted else "FINISHED")
+
+
+def summarize(results, space: Space, client: MlflowClient, state: dict, exp_path: str, tracking_uri: str) -> dict:
+    """Best trial vs the baseline; logged to the parent run and returned for printing."""
+    sign = 1 if space.mode == "max" else -1
+    rows = []
+    for r in results:
+        if r.metrics and space.metric in r.metrics and not r.metrics.get("nonfinite_loss"):
+            rows.append(r)
+    summary = {"space": space.name, "metric": space.metric, "results": exp_path, "tracking_uri": tracking_uri,
+               "experiment": experiment_name(space.name), "parent_run_id": state["parent_run_id"],
+               "trials": len(results), "errors": sum(r.error is not None for r in results)}
+    if not rows:
+        return summary
+    finished = [r for r in rows if int(r.metrics.get("epoch", 0)) >= space.max_epochs] or rows
+    best = max(finished, key=lambda r: sign * r.metrics[space.metric])
+    from search.domains import baseline_key
+
+    base_point = baseline_key(space)
+    baselines = [r for r in rows if all(r.config.get(k) == v for k, v in base_point.items())]
+    summary.update(best_trial=best.metrics.get("trial_id"), best_config={k: best.config.get(k) for k in
+                                                                          best.config},
+                   best_value=best.metrics[space.metric], best_val_top5=best.metrics.get("val_top5"))
+    metrics = {"best_" + space.metric: best.metrics[space.metric], "trials": len(results)}
+    if baselines:
+        base_val = sum(r.metrics[space.metric] for r in baselines) / len(baselines)
+        summary.update(baseline_value=base_val, delta=best.metrics[space.metric] - base_val)
+        metrics.update({"baseline_" + space.metric: base_val, "delta_vs_baseline": summary["delta"]})
+    run_id = state["parent_run_id"]
+    try:
+        for k, v in metrics.items():
+            client.log_metric(run_id, k, float(v))
+        client.set_tag(run_id, "best_trial", summary["best_trial"])
+        client.set_tag(run_id, "best_config", json.dumps(summary["best_config"], default=str))
+        checkpoint = best.checkpoint
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                client.log_artifacts(run_id, d, "best_checkpoint")
+    except Exception as err:  # noqa: BLE001 - the summary still prints; the runs are already recorded
+        print(f"[tricktune] could not log the summary to MLflow: {err}", file=sys.stderr)
+    return summary

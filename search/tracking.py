@@ -1,0 +1,320 @@
+"""MLflow records of a search: one parent run per search, one nested run per trial.
+
+A Ray Tune ``Callback`` in the driver turns trial events into MLflow calls. The
+calls go through one background thread with a queue, so neither training nor the
+ASHA decision ever waits on the tracking server; per-epoch metrics are batched
+(one ``log_batch`` per run per flush). If the server is unreachable the calls stay
+queued and are retried; whatever is still unsent at the end is written to
+``mlflow_pending.jsonl`` in the search's results folder, and
+``python -m search.tracking import FILE`` sends it later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from ray import tune
+
+from trainable.config import to_dict
+
+# MLflow caps one log_batch at 1000 metrics / 100 params.
+_MAX_METRICS, _MAX_PARAMS = 1000, 100
+PENDING_FILE = "mlflow_pending.jsonl"
+
+
+def experiment_name(space_name: str) -> str:
+    return f"tricktune/{space_name}"
+
+
+@dataclass
+class _Op:
+    kind: str  # "create" | "metrics" | "params" | "tags" | "status"
+    run_key: str  # parent or trial id; resolved to an MLflow run id by the writer
+    payload: dict = field(default_factory=dict)
+
+
+class MlflowWriter:
+    """Owns the MlflowClient; applies queued operations in order, batching metrics."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, pending_path: str | None):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.pending_path = pending_path
+        self.run_ids: dict[str, str] = {}
+        self._queue: queue.Queue[_Op | None] = queue.Queue()
+        self._backlog: list[_Op] = []
+        self._thread: threading.Thread | None = None
+        self._client = MlflowClient(tracking_uri)
+        self.last_error: str | None = None
+
+    # -- producer side (driver thread) ------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="mlflow-writer", daemon=True)
+            self._thread.start()
+
+    def put(self, op: _Op) -> None:
+        self._queue.put(op)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Send what is queued (retrying for up to ``timeout`` s), spool the rest to disk."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+        self._drain_queue()
+        self._flush(deadline=time.monotonic() + (timeout if self._backlog else 0))
+        if self._backlog:
+            self._spool()
+
+    # -- consumer side ------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            try:
+                op = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                op = _Op("tick", "")  # wake up to retry a backlog left by an outage
+            if op is None:
+                return
+            if op.kind != "tick":
+                self._backlog.append(op)
+            self._drain_queue()
+            self._flush(deadline=0)
+
+    def _drain_queue(self) -> None:
+        while True:
+            try:
+                op = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if op is not None:
+                self._backlog.append(op)
+
+    def _flush(self, deadline: float) -> None:
+        """Apply the backlog in order; on a connection error keep it (retried next tick)."""
+        while self._backlog:
+            try:
+                self._apply_prefix()
+                self.last_error = None
+            except Exception as err:  # noqa: BLE001 - any tracking failure must not stop the search
+                if self.last_error is None:
+                    print(f"[tricktune] MLflow unreachable ({type(err).__name__}: {str(err)[:120]}); "
+                          "results are kept and will be sent when it answers", file=sys.stderr)
+                self.last_error = str(err)
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(1.0)
+
+    def _apply_prefix(self) -> None:
+        op = self._backlog[0]
+        if op.kind == "metrics":
+            # Batch every consecutive metrics op of the same run into one request.
+            batch, n = [], 0
+            while n < len(self._backlog) and self._backlog[n].kind == "metrics" \
+                    and self._backlog[n].run_key == op.run_key and len(batch) < _MAX_METRICS - 20:
+                batch.extend(self._backlog[n].payload["metrics"])
+                n += 1
+            self._client.log_batch(self._run_id(op.run_key),
+                                   metrics=[Metric(k, float(v), ts, step) for k, v, ts, step in batch])
+            del self._backlog[:n]
+            return
+        if op.kind == "create":
+            self._create(op)
+        elif op.kind == "params":
+            items = list(op.payload["params"].items())
+            for i in range(0, len(items), _MAX_PARAMS):
+                self._client.log_batch(self._run_id(op.run_key),
+                                       params=[Param(k, str(v)[:6000]) for k, v in items[i:i + _MAX_PARAMS]])
+        elif op.kind == "tags":
+            self._client.log_batch(self._run_id(op.run_key),
+                                   tags=[RunTag(k, str(v)[:5000]) for k, v in op.payload["tags"].items()])
+        elif op.kind == "status":
+            self._client.set_terminated(self._run_id(op.run_key), status=op.payload["status"])
+        elif op.kind == "reopen":
+            self._client.update_run(self._run_id(op.run_key), status="RUNNING")
+        elif op.kind == "artifact":
+            self._client.log_artifacts(self._run_id(op.run_key), op.payload["path"], op.payload.get("dest"))
+        self._backlog.pop(0)
+
+    def _create(self, op: _Op) -> None:
+        if op.run_key in self.run_ids:
+            return
+        existing = op.payload.get("run_id")
+        if existing:
+            self.run_ids[op.run_key] = existing
+            return
+        tags = dict(op.payload.get("tags", {}))
+        found = self._client.search_runs(
+            [self.experiment_id], filter_string=f"tags.tricktune_run_key = '{op.run_key}'", max_results=1)
+        if found:  # a resumed search: keep writing into the trial's run, never a second one
+            self.run_ids[op.run_key] = found[0].info.run_id
+            return
+        tags["tricktune_run_key"] = op.run_key
+        run = self._client.create_run(self.experiment_id, tags=tags, run_name=tags.get(MLFLOW_RUN_NAME))
+        self.run_ids[op.run_key] = run.info.run_id
+
+    def _run_id(self, run_key: str) -> str:
+        return self.run_ids[run_key]
+
+    def _spool(self) -> None:
+        path = self.pending_path or "mlflow_pending.jsonl"
+        with open(path, "a") as fh:
+            for op in self._backlog:
+                fh.write(json.dumps({"kind": op.kind, "run_key": op.run_key, "payload": op.payload,
+                                     "experiment_id": self.experiment_id, "run_ids": self.run_ids}) + "\n")
+        print(f"[tricktune] MLflow stayed unreachable: {len(self._backlog)} records written to {path}; "
+              f"send them later with: python -m search.tracking import {path}", file=sys.stderr)
+        self._backlog.clear()
+
+
+def trial_outcome(result: dict | None, max_epochs: int) -> tuple[str, str]:
+    """(MLflow status, outcome tag) of a trial that ended without raising."""
+    if result and result.get("nonfinite_loss"):
+        return "FAILED", "nonfinite_loss"
+    if result and int(result.get("epoch", 0)) < max_epochs:
+        return "KILLED", "stopped_early"  # ASHA stopped it: its curve is real but short
+    return "FINISHED", "completed"
+
+
+class MlflowTracker(tune.Callback):
+    """Mirror every trial of a search into MLflow, nested under the search's parent run."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, space, results_dir: str,
+                 base_tags: dict, baseline_key: dict):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.space = space
+        self.results_dir = results_dir
+        self.base_tags = base_tags
+        self.baseline_key = baseline_key
+        self.writer: MlflowWriter | None = None
+        self.trial_status: dict[str, str] = {}
+
+    def __getstate__(self):  # Ray pickles callbacks into the experiment state for restore
+        state = dict(self.__dict__)
+        state["writer"] = None
+        return state
+
+    def setup(self, **info):
+        self.writer = MlflowWriter(self.tracking_uri, self.experiment_id,
+                                   os.path.join(self.results_dir, PENDING_FILE))
+        self.writer.start()
+
+    def _w(self) -> MlflowWriter:
+        if self.writer is None:
+            self.setup()
+        return self.writer
+
+    def is_baseline(self, config: dict) -> bool:
+        return all(config.get(k) == v for k, v in self.baseline_key.items())
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        key = trial.trial_id
+        cfg = self.space.trial_config(trial.config)
+        baseline = self.is_baseline(trial.config)
+        tags = {**self.base_tags, MLFLOW_PARENT_RUN_ID: self.parent_run_id,
+                MLFLOW_RUN_NAME: f"{'baseline-' if baseline else ''}{trial.trial_id}",
+                "trial_id": trial.trial_id, "is_baseline": str(baseline).lower(),
+                "searched": ",".join(sorted(trial.config))}
+        if "variant" in trial.config:
+            tags["variant"] = trial.config["variant"]
+        w = self._w()
+        if key in self.trial_status:  # restarted after a failure: same run, back to RUNNING
+            w.put(_Op("reopen", key))
+        else:
+            w.put(_Op("create", key, {"tags": tags}))
+            w.put(_Op("params", key, {"params": {**to_dict(cfg), **({"variant": trial.config["variant"]}
+                                                                   if "variant" in trial.config else {})}}))
+            w.put(_Op("reopen", key))
+        self.trial_status[key] = "RUNNING"
+
+    def on_trial_restore(self, iteration, trials, trial, **info):
+        self.trial_status[trial.trial_id] = "RUNNING"
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        ts = int(time.time() * 1000)
+        metrics = [(k, v, ts, step) for k, v in result.items()
+                   if k in _METRIC_KEYS and isinstance(v, (int, float)) and v == v]
+        self._w().put(_Op("metrics", trial.trial_id, {"metrics": metrics}))
+        if result.get("failure"):
+            self._w().put(_Op("tags", trial.trial_id, {"tags": {"failure": result["failure"],
+                                                                "failed_epoch": result.get("epoch")}}))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        status, outcome = trial_outcome(trial.last_result, self.space.max_epochs)
+        self._end(trial, status, outcome)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._w().put(_Op("tags", trial.trial_id, {"tags": {"retries": trial.num_failures,
+                                                            "last_error": _error_text(trial)}}))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._w().put(_Op("tags", trial.trial_id, {"tags": {"error": _error_text(trial)}}))
+        self._end(trial, "FAILED", "error")
+
+    def _end(self, trial, status: str, outcome: str) -> None:
+        w = self._w()
+        w.put(_Op("tags", trial.trial_id, {"tags": {"outcome": outcome,
+                                                    "epochs_run": (trial.last_result or {}).get("epoch", 0)}}))
+        w.put(_Op("status", trial.trial_id, {"status": status}))
+        self.trial_status[trial.trial_id] = status
+
+    def on_experiment_end(self, trials, **info):
+        self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+_METRIC_KEYS = {"train_loss", "val_loss", "val_top1", "val_top5", "lr", "epoch_seconds", "images_per_second",
+                "nonfinite_loss"}
+
+
+def _error_text(trial) -> str:
+    path = getattr(trial, "error_file", None) or getattr(getattr(trial, "run_metadata", None), "error_filename",
+                                                           None)
+    if path and os.path.exists(path):
+        with open(path) as fh:
+            lines = [line for line in fh.read().strip().splitlines() if line.strip()]
+        return lines[-1][:1000] if lines else "error"
+    return "error (see the trial's error.txt under the results folder)"
+
+
+def import_pending(path: str, tracking_uri: str | None = None) -> int:
+    """Send records spooled while MLflow was unreachable; returns how many were sent."""
+    with open(path) as fh:
+        records = [json.loads(line) for line in fh if line.strip()]
+    if not records:
+        return 0
+    writer = MlflowWriter(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+                          records[0]["experiment_id"], pending_path=path + ".retry")
+    for rec in records:
+        writer.run_ids.update(rec["run_ids"])
+        writer._backlog.append(_Op(rec["kind"], rec["run_key"], rec["payload"]))
+    writer._flush(deadline=time.monotonic() + 30)
+    sent = len(records) - len(writer._backlog)
+    if writer._backlog:
+        writer._spool()
+    else:
+        os.replace(path, path + ".sent")
+    return sent
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "import":
+        print(f"sent {import_pending(sys.argv[2])} records to MLflow")
+    else:
+        print("usage: python -m search.tracking import mlflow_pending.jsonl", file=sys.stderr)
+        sys.exit(2)

@@ -302,7 +302,7 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.teacher_checkpoint is not None and not os.path.isfile(cfg.teacher_checkpoint):
         raise ConfigError(
             f"teacher_checkpoint: no file at {cfg.teacher_checkpoint!r}; make one with `make teacher`")
-    if cfg.pretrained is not None and _looks_like_path(cfg.pretrained) and not os.path.isfile(cfg.pretrained):
+    if cfg.pretrained is not None and looks_like_path(cfg.pretrained) and not os.path.isfile(cfg.pretrained):
         raise ConfigError(f"pretrained: no file at {cfg.pretrained!r}; give a state-dict file or a torchvision "
                           "weights name such as IMAGENET1K_V1")
     if cfg.data_dir is not None and not os.path.isdir(cfg.data_dir):
@@ -313,7 +313,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("data_dir: dataset=cub200 needs data_dir=<CUB_200_2011 folder with images.txt>")
 
 
-def _looks_like_path(value: str) -> bool:
+def looks_like_path(value: str) -> bool:
     return os.sep in value or value.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
 

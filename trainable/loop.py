@@ -7,6 +7,7 @@ trainable in ``search/`` is a few lines around this; tests call it directly.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -253,7 +254,8 @@ def export_weights(checkpoint_dir: str, out_path: str) -> None:
     if state.get("ema") is not None:
         # AveragedModel keeps the copy under "module." plus its own n_averaged counter.
         weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
-    cfg = from_dict(state["config"])
+    # The checkpoint's weights replace any pretrained ones, so don't load (or download) those again.
+    cfg = dataclasses.replace(from_dict(state["config"]), pretrained=None)
     dims = state["data"]
     model = build_model(cfg, dims["num_classes"], dims["in_channels"], dims["image_size"])
     model.load_state_dict(weights)

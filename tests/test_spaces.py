@@ -1,0 +1,374 @@
+"""The space files and their loader: every shipped space loads and samples valid configs;
+every kind of mistake in a space file fails with one line naming the file, key and fix."""
+
+import dataclasses
+import pickle
+import random
+import subprocess
+import sys
+
+import pytest
+
+from spaces import PROJECT_ROOT, SPACES_DIR, Param, Space, SpaceError, list_spaces, load_space
+from trainable.config import ConfigError, TrainConfig, from_dict
+
+TEACHER = PROJECT_ROOT / "teachers" / "teacher.pt"
+SHIPPED = list_spaces()
+
+
+def test_the_named_spaces_are_all_there():
+    assert set(SHIPPED) >= {"baseline", "lr", "mixup_alpha", "label_smoothing", "cutmix", "kd_temperature",
+                            "sam_rho", "augment", "schedule", "tricks", "ablation"}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_space_loads_samples_and_builds_valid_configs(name):
+    if name == "kd_temperature" and not TEACHER.is_file():
+        with pytest.raises(SpaceError, match="make teacher"):
+            load_space(name)
+        pytest.skip("teachers/teacher.pt is absent (run `make teacher`); checked that loading says so")
+    space = load_space(name)
+    assert space.name == name and space.question
+    assert space.command == f"make search SPACE={name}"
+    assert isinstance(from_dict(space.baseline), TrainConfig)
+    assert space.fixed["epochs"] == space.max_epochs
+    rng = random.Random(0)
+    for _ in range(10):
+        sampled = space.sample(rng)
+        cfg = space.trial_config(sampled)
+        assert isinstance(cfg, TrainConfig) and cfg.epochs == space.max_epochs
+        for key, value in sampled.items():
+            if key != "variant":
+                assert space.params[key].contains(value)
+    for variant in space.variants:
+        assert isinstance(space.trial_config({**space.baseline, "variant": variant}), TrainConfig)
+
+
+def test_kd_space_loads_when_a_teacher_file_exists(tmp_path):
+    teacher = tmp_path / "teacher.pt"
+    teacher.write_bytes(b"")  # load_space checks only that the file is there
+    text = (SPACES_DIR / "kd_temperature.yaml").read_text().replace("teachers/teacher.pt", str(teacher))
+    path = tmp_path / "kd.yaml"
+    path.write_text(text)
+    space = load_space(str(path))
+    assert space.fixed["teacher_checkpoint"] == str(teacher)
+    assert space.baseline["kd_weight"] == 0.0  # the reference trial does not distil
+    assert space.trial_config(space.sample(random.Random(1))).teacher_checkpoint == str(teacher)
+
+
+def test_every_space_file_states_its_question_and_command_first():
+    for name in SHIPPED:
+        lines = (SPACES_DIR / f"{name}.yaml").read_text().splitlines()
+        assert lines[0].startswith("# Question: ") and lines[0].endswith("?"), name
+        assert lines[1] == f"# Run: make search SPACE={name}", name
+
+
+def test_baseline_recipe_is_layered_under_every_space():
+    recipe = load_space("baseline")
+    assert recipe.params == {} and recipe.num_samples == 1 and recipe.searcher == "grid"
+    mixup = load_space("mixup_alpha")
+    for key in ("model", "dataset", "crop", "hflip", "weight_decay"):
+        assert mixup.fixed[key] == recipe.fixed[key]
+    assert "lr" not in mixup.fixed and "lr" in mixup.params  # searched keys leave fixed
+    assert mixup.baseline["mixup_alpha"] == 0.0 and mixup.baseline["lr"] == recipe.fixed["lr"]
+    assert mixup.searcher == "optuna"
+
+
+def test_ablation_is_a_grid_of_variants_and_seeds():
+    space = load_space("ablation")
+    assert space.searcher == "grid" and space.scheduler == "none"
+    assert list(space.variants)[0] == "baseline" and space.variants["baseline"] == {}
+    assert space.params["seed"] == Param("seed", "grid", values=(0, 1, 2))
+    cfg = space.trial_config({"seed": 2, "variant": "mixup"})
+    assert cfg.mixup_alpha == 0.2 and cfg.seed == 2
+    assert space.trial_config({"seed": 0, "variant": "baseline"}).mixup_alpha == 0.0
+    with pytest.raises(SpaceError, match="unknown variant 'mixupp'"):
+        space.trial_config({"seed": 0, "variant": "mixupp"})
+
+
+def test_trial_config_needs_every_param_and_valid_values():
+    space = load_space("mixup_alpha")
+    with pytest.raises(SpaceError, match="lr"):
+        space.trial_config({"mixup_alpha": 0.2})
+    with pytest.raises(ConfigError, match="mixup_alpha"):
+        space.trial_config({"mixup_alpha": -1.0, "lr": 0.1})
+
+
+def test_relative_paths_are_made_absolute_against_the_project_root(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    path = write(tmp_path, "fixed: {data_dir: data, pretrained: IMAGENET1K_V1}\n" + PARAMS + BUDGET)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpaceError, match=f"no directory at '{PROJECT_ROOT / 'data'}'"):
+        load_space(str(path))
+    monkeypatch.setattr("spaces.PROJECT_ROOT", tmp_path)
+    space = load_space(str(path))
+    assert space.fixed["data_dir"] == str(tmp_path / "data")
+    assert space.fixed["pretrained"] == "IMAGENET1K_V1"  # a weights name, not a path
+
+
+def test_spaces_imports_no_ray_optuna_mlflow_or_torch():
+    code = ("import sys, spaces; spaces.load_space('mixup_alpha'); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'optuna', 'mlflow', 'torch'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --- override: --set, --samples, --smoke ------------------------------------------------
+
+def test_override_of_a_fixed_key_changes_it():
+    space = load_space("mixup_alpha").override(fixed={"weight_decay": "1e-4", "hflip": "false"})
+    assert space.fixed["weight_decay"] == 1e-4 and space.fixed["hflip"] is False
+    assert space.baseline["weight_decay"] == 1e-4
+    assert space.trial_config(space.sample(random.Random(0))).weight_decay == 1e-4
+
+
+def test_override_of_a_searched_key_fixes_it_and_removes_it_from_params():
+    space = load_space("mixup_alpha").override(fixed={"lr": "0.05"})
+    assert "lr" not in space.params and space.fixed["lr"] == 0.05
+    assert list(space.params) == ["mixup_alpha"]
+    assert space.trial_config({"mixup_alpha": 0.3}).lr == 0.05
+
+
+def test_override_of_the_budget_and_epochs():
+    space = load_space("lr").override(num_samples=2, max_concurrent=1)
+    assert (space.num_samples, space.max_concurrent) == (2, 1)
+    shorter = load_space("ablation").override(fixed={"epochs": "2"})
+    assert shorter.max_epochs == 2 and shorter.fixed["epochs"] == 2
+    assert shorter.trial_config({"seed": 1, "variant": "cutmix"}).epochs == 2
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if n != "kd_temperature" or TEACHER.is_file()])
+def test_every_space_survives_a_two_epoch_smoke_override(name):
+    # What --smoke needs: 2 epochs, a slice of the data, two trials. (1 epoch would make
+    # the warmup domains of schedule/tricks/ablation invalid: warmup must end before training.)
+    space = load_space(name).override(fixed={"epochs": "2", "train_subset": "512", "val_subset": "256"},
+                                      num_samples=2)
+    assert space.max_epochs == 2 and space.grace_period <= 2
+    assert space.trial_config(space.sample(random.Random(0))).train_subset == 512
+
+
+def test_override_lowers_the_grace_period_with_max_epochs(tmp_path):
+    path = write(tmp_path, PARAMS + "budget: {num_samples: 2, max_epochs: 6, grace_period: 3}\n")
+    space = load_space(str(path)).override(max_epochs=2)
+    assert space.grace_period == 2
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"fixed": {"lr": "-1"}}, "--set: lr=-1.0 is outside"),
+    ({"fixed": {"hflip": "maybe"}}, "--set hflip: hflip: expected true/false"),
+    ({"fixed": {"mixup_alhpa": "0.2"}}, "did you mean 'mixup_alpha'"),
+    ({"fixed": {"epochs": "two"}}, "--set epochs"),
+    ({"num_samples": 0}, "budget.num_samples: 0 is below 1"),
+    ({"grace_peroid": 1}, "not a budget key"),
+], ids=["out-of-range", "wrong-type", "unknown-key", "bad-epochs", "zero-samples", "unknown-budget-key"])
+def test_a_bad_override_raises(overrides, fragment):
+    with pytest.raises(SpaceError) as info:
+        load_space("mixup_alpha").override(**overrides)
+    assert fragment in str(info.value)
+    assert "mixup_alpha.yaml" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_override_keeps_the_space_frozen():
+    space = load_space("mixup_alpha")
+    space.override(fixed={"lr": "0.05"})
+    assert "lr" in space.params
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        space.metric = "val_loss"
+
+
+# --- bad space files ----------------------------------------------------------------------
+
+HEADER = "# Question: does this file load?\n# Run: make search SPACE=bad\n"
+HEAD = "metric: val_top1\nmode: max\n"
+PARAMS = "params:\n  mixup_alpha: {type: uniform, low: 0.0, high: 1.0}\n"
+BUDGET = "budget: {num_samples: 2, max_epochs: 2}\n"
+GOOD = HEAD + PARAMS + BUDGET
+
+
+def write(tmp_path, body, header=HEADER, head=HEAD):
+    path = tmp_path / "bad.yaml"
+    path.write_text(header + head + body)
+    return path
+
+
+def param(spec):
+    return "params:\n  " + spec + "\n" + BUDGET
+
+
+# (id, file body after the header, expected message fragment). metric/mode are prepended
+# unless the body starts with its own; None = an empty file; "no-header" = a good body, no header.
+BAD = [
+    ("malformed-yaml", PARAMS + "budget: {num_samples: 2, max_epochs: 2\n", "malformed YAML at line 8, column 1: expected ',' or '}', "
+     "but got '<stream end>' "
+     "(while parsing a flow mapping begun at line 7)"),
+    ("duplicate-key", PARAMS + "  mixup_alpha: {type: uniform, low: 0.0, high: 0.5}\n" + BUDGET,
+     "duplicate key 'mixup_alpha' at line 7 (first on line 6); keep one"),
+    ("empty-file", None, "the file is empty"),
+    ("top-level-list", "- metric\n- mode\n", "the top level is a list, not a mapping"),
+    ("no-header", "no-header", "no `# Question: ...` comment"),
+    ("unknown-top-level-key", PARAMS + BUDGET + "schedular: asha\n", "schedular: unknown top-level key; did you "
+     "mean 'scheduler'?"),
+    ("training-key-at-top-level", PARAMS + BUDGET + "hflip: true\n", "hflip: unknown top-level key; a training "
+     "key belongs under `fixed:`"),
+    ("missing-metric", "mode: max\n" + PARAMS + BUDGET, "metric: missing; add `metric: val_top1`"),
+    ("missing-params", "metric: val_top1\nmode: max\n" + BUDGET, "params: missing"),
+    ("missing-budget", "metric: val_top1\nmode: max\n" + PARAMS, "budget: missing"),
+    ("metric-not-reported", "metric: accuracy\nmode: max\n" + PARAMS + BUDGET,
+     "'accuracy' is not reported by the trainable; choose one of epoch, train_loss, val_loss, val_top1"),
+    ("mode-not-max-min", "metric: val_top1\nmode: maximize\n" + PARAMS + BUDGET, "mode: 'maximize' is not max or min"),
+    ("mode-against-metric", "metric: val_loss\nmode: max\n" + PARAMS + BUDGET,
+     "max val_loss would search for the worst trials; use mode: min"),
+    ("unknown-fixed-key", "fixed: {mixup_alhpa: 0.2}\n" + PARAMS + BUDGET,
+     "fixed.mixup_alhpa: unknown training key 'mixup_alhpa'; did you mean 'mixup_alpha'?"),
+    ("fixed-wrong-type", "fixed: {hflip: maybe}\n" + PARAMS + BUDGET, "fixed.hflip: hflip: expected true/false"),
+    ("fixed-yaml-boolean-for-string", "fixed: {amp: off}\n" + PARAMS + BUDGET, "quote the value, e.g. amp: 'off'"),
+    ("fixed-out-of-range", "fixed: {label_smoothing: 1.5}\n" + PARAMS + BUDGET,
+     "fixed: label_smoothing=1.5 is outside [0, 1)"),
+    ("fixed-epochs", "fixed: {epochs: 3}\n" + PARAMS + BUDGET, "fixed.epochs: set the epoch count with "
+     "budget.max_epochs"),
+    ("teacher-missing", "fixed: {teacher_checkpoint: no/such/teacher.pt}\n" + PARAMS + BUDGET, "make teacher"),
+    ("param-also-fixed", "fixed: {mixup_alpha: 0.2}\n" + PARAMS + BUDGET, "a distribution over a fixed key"),
+    ("unknown-param-key", param("mixup_alfa: {type: uniform, low: 0.0, high: 1.0}"),
+     "params.mixup_alfa: unknown training key 'mixup_alfa'; did you mean 'mixup_alpha'?"),
+    ("param-not-a-mapping", param("mixup_alpha: [0.0, 1.0]"), "expected a distribution mapping"),
+    ("unknown-distribution", param("mixup_alpha: {type: normal, low: 0.0, high: 1.0}"),
+     "unknown distribution type 'normal'"),
+    ("missing-type", param("mixup_alpha: {low: 0.0, high: 1.0}"), "no `type`"),
+    ("unknown-distribution-field", param("mixup_alpha: {type: uniform, lo: 0.0, high: 1.0}"),
+     "params.mixup_alpha.lo: not a field of a uniform distribution; did you mean 'low'?"),
+    ("missing-high", param("mixup_alpha: {type: uniform, low: 0.0}"), "uniform needs `high`"),
+    ("missing-values", param("augment: {type: choice}"), "choice needs `values`"),
+    ("inverted-range", param("mixup_alpha: {type: uniform, low: 1.0, high: 0.0}"),
+     "low=1.0 is not below high=0.0 (an empty or inverted range)"),
+    ("empty-range", param("randaugment_n: {type: int, low: 2, high: 2}"), "an empty or inverted range"),
+    ("loguniform-from-zero", param("lr: {type: loguniform, low: 0.0, high: 0.5}"), "loguniform needs low > 0"),
+    ("int-fractional-bounds", param("randaugment_n: {type: int, low: 0.5, high: 3}"),
+     "params.randaugment_n.low: expected an integer, got 0.5"),
+    ("uniform-over-int-key", param("randaugment_m: {type: uniform, low: 1, high: 15}"),
+     "uniform draws fractions but randaugment_m is an integer; use type: int"),
+    ("number-over-string-key", param("augment: {type: uniform, low: 0, high: 1}"), "use type: choice"),
+    ("choice-empty", param("augment: {type: choice, values: []}"), "params.augment.values: empty"),
+    ("grid-duplicates", param("seed: {type: grid, values: [0, 1, 1]}"), "1 listed twice"),
+    ("bound-invalid-for-key", param("label_smoothing: {type: uniform, low: 0.0, high: 1.0}"),
+     "params.label_smoothing: high 1.0 is not a valid label_smoothing (label_smoothing=1.0 is outside [0, 1)"),
+    ("choice-value-invalid-for-key", param("augment: {type: choice, values: [none, cutout]}"),
+     "value 'cutout' is not a valid augment (augment: unknown value 'cutout'; choose one of none"),
+    ("bound-against-another-key", "fixed: {min_lr: 0.01}\n" + param("lr: {type: loguniform, low: 0.001, high: 0.5}"),
+     "low 0.001 is not a valid lr (min_lr=0.01 is above lr=0.001"),
+    ("baseline-outside-domain", param("mixup_alpha: {type: uniform, low: 0.1, high: 1.0}"),
+     "baseline.mixup_alpha: the reference value 0.0 (default) is outside uniform [0.1, 1.0]"),
+    ("baseline-given-outside-domain", PARAMS + "baseline: {mixup_alpha: 2.0}\n" + BUDGET,
+     "baseline.mixup_alpha: the reference value 2.0 (given) is outside"),
+    ("baseline-of-unsearched-key", PARAMS + "baseline: {lr: 0.1}\n" + BUDGET,
+     "baseline.lr: not a searched param"),
+    ("variants-not-a-mapping", PARAMS + "variants: [mixup, cutmix]\n" + BUDGET, "variants: expected a mapping"),
+    ("variant-not-a-mapping", PARAMS + "variants: {smooth: 0.1}\n" + BUDGET,
+     "variants.smooth: expected a mapping of training keys to values"),
+    ("variant-unknown-key", PARAMS + "variants: {smooth: {label_smoothin: 0.1}}\n" + BUDGET,
+     "variants.smooth.label_smoothin: unknown training key"),
+    ("variant-bad-value", PARAMS + "variants: {smooth: {label_smoothing: 2}}\n" + BUDGET,
+     "variants.smooth: label_smoothing=2.0 is outside [0, 1)"),
+    ("variant-overrides-param", PARAMS + "variants: {mix: {mixup_alpha: 0.2}}\n" + BUDGET,
+     "variants.mix.mixup_alpha: mixup_alpha is searched in params"),
+    ("budget-not-a-mapping", PARAMS + "budget: 12\n", "budget: expected a mapping"),
+    ("unknown-budget-key", PARAMS + "budget: {num_sample: 2, max_epochs: 2}\n",
+     "budget.num_sample: unknown budget key; did you mean 'num_samples'?"),
+    ("missing-max-epochs", PARAMS + "budget: {num_samples: 2}\n", "budget.max_epochs: missing"),
+    ("zero-samples", PARAMS + "budget: {num_samples: 0, max_epochs: 2}\n", "budget.num_samples: 0 is below 1"),
+    ("grace-above-max-epochs", PARAMS + "budget: {num_samples: 2, max_epochs: 2, grace_period: 3}\n",
+     "budget.grace_period: 3 is above max_epochs=2"),
+    ("grace-zero", PARAMS + "budget: {num_samples: 2, max_epochs: 2, grace_period: 0}\n",
+     "budget.grace_period: 0 is below 1"),
+    ("reduction-factor-one", PARAMS + "budget: {num_samples: 2, max_epochs: 2, reduction_factor: 1}\n",
+     "budget.reduction_factor: 1 is below 2"),
+    ("max-concurrent-zero", PARAMS + "budget: {num_samples: 2, max_epochs: 2, max_concurrent: 0}\n",
+     "budget.max_concurrent: 0 is below 1"),
+    ("cpus-zero", PARAMS + "budget: {num_samples: 2, max_epochs: 2, cpus_per_trial: 0}\n",
+     "budget.cpus_per_trial: 0 is not above 0"),
+    ("gpus-negative", PARAMS + "budget: {num_samples: 2, max_epochs: 2, gpus_per_trial: -1}\n",
+     "budget.gpus_per_trial: -1 is negative"),
+    ("gpus-fraction-above-one", PARAMS + "budget: {num_samples: 2, max_epochs: 2, gpus_per_trial: 1.5}\n",
+     "Ray shares a GPU only in fractions up to 1"),
+    ("scheduler-unknown", GOOD.replace(HEAD, "") + "scheduler: hyperband\n", "scheduler: 'hyperband' is not one "
+     "of asha, none"),
+    ("scheduler-in-budget", PARAMS + "budget: {num_samples: 2, max_epochs: 2, scheduler: none}\n",
+     "`scheduler` is a top-level key"),
+]
+
+
+@pytest.mark.parametrize("body, fragment", [case[1:] for case in BAD], ids=[case[0] for case in BAD])
+def test_a_bad_space_file_is_rejected_with_one_line_naming_file_key_and_fix(tmp_path, body, fragment):
+    if body is None:
+        path = tmp_path / "bad.yaml"
+        path.write_text("")
+    elif body == "no-header":
+        path = write(tmp_path, GOOD.replace(HEAD, ""), header="")
+    else:
+        head = "" if body.startswith(("metric:", "mode:", "- ")) else HEAD
+        path = write(tmp_path, body, head=head)
+    with pytest.raises(SpaceError) as info:
+        load_space(str(path))
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")  # outside the working directory the path is absolute
+    assert isinstance(info.value, ConfigError)  # callers that catch the trainable's error catch this too
+
+
+def test_the_bad_cases_are_distinct_and_many():
+    ids = [case[0] for case in BAD]
+    assert len(set(ids)) == len(ids) >= 20
+    assert len({case[2] for case in BAD}) == len(BAD)
+
+
+def test_a_good_file_in_tmp_path_loads(tmp_path):
+    space = load_space(str(write(tmp_path, PARAMS + BUDGET, header="# Question: does this file load?\n")))
+    assert isinstance(space, Space) and space.name == "bad"
+    assert space.command == f"make search SPACE={tmp_path / 'bad.yaml'}"  # no `# Run:` line: the path
+    assert space.question == "does this file load?"
+
+
+def test_unknown_space_name_lists_the_spaces():
+    with pytest.raises(SpaceError) as info:
+        load_space("mixup_alfa")
+    message = str(info.value)
+    assert "unknown space 'mixup_alfa'; did you mean 'mixup_alpha'?" in message
+    assert "available: ablation, augment, baseline" in message
+
+
+def test_space_error_survives_pickling():
+    # Ray sends a trial's exception to the driver by pickling it.
+    err = pickle.loads(pickle.dumps(SpaceError("spaces/x.yaml", "params.lr", "bad; fix it")))
+    assert str(err) == "spaces/x.yaml: params.lr: bad; fix it" and err.key == "params.lr"
+
+
+def test_missing_file_says_so(tmp_path):
+    with pytest.raises(SpaceError, match="file not found") as info:
+        load_space(str(tmp_path / "nope.yaml"))
+    assert "nope.yaml" in str(info.value)
+
+
+def test_yaml_exponent_without_a_dot_is_read_as_a_number(tmp_path):
+    # YAML 1.1 reads 1e-4 as the string "1e-4"; the loader accepts it as a number anyway.
+    body = "fixed: {weight_decay: 1e-4}\nparams:\n  lr: {type: loguniform, low: 1e-3, high: 1e-1}\n" + BUDGET
+    space = load_space(str(write(tmp_path, body)))
+    assert space.fixed["weight_decay"] == 1e-4 and space.params["lr"].low == 1e-3
+
+
+def test_header_question_may_continue_on_the_next_comment_line(tmp_path):
+    header = "# Question: does a question\n# that wraps load?\n# Run: make search SPACE=wrapped\n"
+    space = load_space(str(write(tmp_path, PARAMS + BUDGET, header=header)))
+    assert space.question == "does a question that wraps load?" and space.command == "make search SPACE=wrapped"
+
+
+def test_int_params_include_both_ends():
+    space = load_space("augment")
+    rng = random.Random(0)
+    draws = {space.params["randaugment_n"].draw(rng) for _ in range(200)}
+    assert draws == {1, 2, 3}
+
+
+def test_unknown_space_name_in_message_is_one_line():
+    with pytest.raises(SpaceError) as info:
+        load_space("nonsense")
+    assert "\n" not in str(info.value) and str(info.value).startswith("spaces/nonsense.yaml: ")

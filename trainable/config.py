@@ -272,8 +272,9 @@ def validate(cfg: TrainConfig) -> None:
     _range(cfg, "batch_size", 1)
     _range(cfg, "lr", 0, low_open=True, fix="the learning rate must be positive")
     _range(cfg, "min_lr", 0)
-    if cfg.min_lr > cfg.lr and cfg.schedule == "cosine":
-        raise ConfigError(f"min_lr={cfg.min_lr} is above lr={cfg.lr}; the cosine floor must be below the peak")
+    peak = cfg.lr * (cfg.batch_size / 256 if cfg.lr_per_256 else 1.0)
+    if cfg.min_lr > peak and cfg.schedule == "cosine":
+        raise ConfigError(f"min_lr={cfg.min_lr} is above the peak lr {peak:g}; the cosine floor must be below it")
     _range(cfg, "momentum", 0, 1, high_open=True)
     _range(cfg, "weight_decay", 0)
     _range(cfg, "layer_lr_decay", 0, 1, low_open=True, fix="use a factor in (0, 1], or None for one LR")

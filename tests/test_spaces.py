@@ -254,7 +254,7 @@ BAD = [
     ("choice-value-invalid-for-key", param("augment: {type: choice, values: [none, cutout]}"),
      "value 'cutout' is not a valid augment (augment: unknown value 'cutout'; choose one of none"),
     ("bound-against-another-key", "fixed: {min_lr: 0.01}\n" + param("lr: {type: loguniform, low: 0.001, high: 0.5}"),
-     "low 0.001 is not a valid lr (min_lr=0.01 is above lr=0.001"),
+     "low 0.001 is not a valid lr (min_lr=0.01 is above the peak lr 0.001"),
     ("baseline-outside-domain", param("mixup_alpha: {type: uniform, low: 0.1, high: 1.0}"),
      "baseline.mixup_alpha: the reference value 0.0 (default) is outside uniform [0.1, 1.0]"),
     ("baseline-given-outside-domain", PARAMS + "baseline: {mixup_alpha: 2.0}\n" + BUDGET,

@@ -29,6 +29,8 @@ def _print_summary(s: dict) -> None:
     print("             look: make mlflow  ->  http://127.0.0.1:5000 ;  table and plots: "
           f"make report SPACE={s['space']}")
     print(f"Ray results  {s['results']}")
+    if s.get("interrupted"):
+        print(f"INTERRUPTED: finished trials are kept; continue with  {s['resume_command']}")
 
 
 def _fmt(v) -> str:

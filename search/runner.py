@@ -96,6 +96,10 @@ def package_versions() -> dict:
 
 def check_tracking(tracking_uri: str) -> MlflowClient:
     """Fail before training if the MLflow store cannot be reached."""
+    # MLflow's HTTP client retries with backoff for minutes by default; an unreachable
+    # server should fail the start in seconds, and mid-search our writer retries itself.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     client = MlflowClient(tracking_uri)
     try:
         client.search_experiments(max_results=1)
@@ -173,7 +177,10 @@ def run_search(opts: SearchOptions):
 
     state = None
     if opts.resume:
-        exp_path = latest_experiment(storage, opts.space) if not os.path.isdir(opts.space) else opts.space
+        if os.path.isdir(opts.space):  # a results folder of one search
+            exp_path = opts.space
+        else:
+            exp_path = latest_experiment(storage, load_space(opts.space).name)
         if exp_path is None:
             raise SearchError(f"nothing to resume: no search of space {opts.space!r} under {storage}; "
                               f"start one with `make search SPACE={opts.space}`")
@@ -181,12 +188,13 @@ def run_search(opts: SearchOptions):
             state = json.load(fh)
         opts = SearchOptions(**{**opts.__dict__, "space": state["space"], "overrides": state["overrides"],
                                 "samples": state["samples"], "smoke": state["smoke"]})
-    space = prepare_space(opts)  # validates the whole space file before Ray starts
-    client = check_tracking(tracking_uri)
-
     from search.domains import baseline_key, baseline_point, param_space
+    from trainable.loop import preflight
 
+    space = prepare_space(opts)  # validates the whole space file before Ray starts
     base_point = baseline_point(space)
+    preflight(space.trial_config(base_point))  # data, model, teacher: found bad before anything is recorded
+    client = check_tracking(tracking_uri)
     if state is None:
         name = f"{space.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
         exp_path = os.path.join(storage, name)
@@ -210,6 +218,9 @@ def run_search(opts: SearchOptions):
     else:
         client.update_run(state["parent_run_id"], status="RUNNING")
 
+    # Two checkpoints kept per trial (best + latest) makes Ray snapshot its state often
+    # on short epochs; that is intended here, so don't warn about it.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     init_ray(opts.dashboard)
     from ray import tune
 
@@ -249,6 +260,8 @@ def run_search(opts: SearchOptions):
         tracker.close()
         _close_open_runs(client, state, interrupted)
     summary = summarize(results, space, client, state, exp_path, tracking_uri)
+    summary["interrupted"] = interrupted
+    summary["resume_command"] = f"make search SPACE={opts.space} RESUME=1"
     return summary
 
 

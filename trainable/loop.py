@@ -95,6 +95,21 @@ def evaluate(model: torch.nn.Module, batches, amp: str, device: torch.device,
     return {"val_loss": loss_sum / total, "val_top1": 100.0 * top1 / total, "val_top5": 100.0 * top5 / total}
 
 
+def preflight(cfg: TrainConfig) -> None:
+    """Load the data and build the model (and teacher) once on the CPU, without training.
+
+    The search runs this in the driver before Ray starts, so a data path with no
+    images, a corrupt teacher or pretrained weights that do not fit fail in seconds
+    with one line, instead of inside every trial.
+    """
+    device = torch.device("cpu")
+    data = load_data(dataclasses.replace(cfg, loader="dataloader", num_workers=0)
+                     if cfg.dataset in ("cub200", "imagefolder") else cfg, device)
+    build_model(cfg, data.num_classes, data.in_channels, data.image_size)
+    if cfg.teacher_checkpoint:
+        load_teacher(cfg.teacher_checkpoint, data.num_classes, data.in_channels, device)
+
+
 def fit(cfg: TrainConfig | Mapping, report: Report | None = None, *,
         resume_from: str | None = None, workdir: str | None = None) -> dict:
     """Train per ``cfg``; after each epoch call ``report(metrics, checkpoint_dir)``.

@@ -1,0 +1,140 @@
+"""End to end: real Ray Tune searches (Optuna TPE + ASHA) with a real MLflow store in tmp_path."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from trainable.config import FIELDS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY_SPACE = """\
+# Question: does the search path record every trial?
+# Run: python -m search {path}
+metric: val_top1
+mode: max
+fixed:
+  train_subset: 256
+  val_subset: 128
+  batch_size: 64
+params:
+  mixup_alpha: {{type: uniform, low: 0.0, high: 1.0}}
+  lr: {{type: loguniform, low: 0.01, high: 0.3}}
+budget:
+  num_samples: {samples}
+  max_epochs: {epochs}
+  grace_period: 1
+  reduction_factor: 3
+  max_concurrent: 2
+  cpus_per_trial: 1
+scheduler: asha
+seed: 0
+"""
+
+
+def write_space(tmp_path, samples=6, epochs=3, name="tiny"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(TINY_SPACE.format(path=path, samples=samples, epochs=epochs))
+    return path
+
+
+def search_cmd(space, tmp_path, *extra):
+    return [sys.executable, "-m", "search", str(space), "--storage", str(tmp_path / "ray"), *extra]
+
+
+def search_env(tmp_path):
+    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "OMP_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1"}
+
+
+def trial_runs(tmp_path, space_name="tiny"):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name(f"tricktune/{space_name}")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("tricktune_role") == "search"]
+    trials = [r for r in runs if "trial_id" in r.data.tags]
+    return client, parents, trials
+
+
+def test_real_search_records_every_trial_in_mlflow(tmp_path):
+    space = write_space(tmp_path, samples=6, epochs=3)
+    out = subprocess.run(search_cmd(space, tmp_path), capture_output=True, text=True, cwd=ROOT,
+                         env=search_env(tmp_path), timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "best trial" in out.stdout and "baseline     val_top1" in out.stdout
+
+    client, parents, trials = trial_runs(tmp_path)
+    (parent,) = parents
+    exp_dirs = os.listdir(tmp_path / "ray")
+    ray_trials = [d for d in os.listdir(tmp_path / "ray" / exp_dirs[0]) if d.startswith("run_trial_")]
+    assert len(trials) == len(ray_trials) == 6
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
+    assert {r.info.status for r in trials} <= {"FINISHED", "KILLED"}
+    # The baseline (mixup off, the recipe's lr) runs first and is marked.
+    baseline = [r for r in trials if r.data.tags["is_baseline"] == "true"]
+    assert len(baseline) == 1 and float(baseline[0].data.params["mixup_alpha"]) == 0.0
+    stopped = 0
+    for run in trials:
+        assert set(FIELDS) <= set(run.data.params)  # the full resolved config, space-file names
+        epochs = int(run.data.tags["epochs_run"])
+        history = client.get_metric_history(run.info.run_id, "val_top1")
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, epochs + 1))
+        if run.data.tags["outcome"] == "stopped_early":
+            stopped += 1
+            assert run.info.status == "KILLED" and epochs < 3
+        else:
+            assert run.data.tags["outcome"] == "completed" and epochs == 3
+    assert stopped >= 1  # ASHA (reduction factor 3) stopped some of the 6 trials
+    # The parent run holds the summary, the space file and the best checkpoint.
+    assert parent.info.status == "FINISHED"
+    assert {"best_val_top1", "baseline_val_top1", "delta_vs_baseline"} <= set(parent.data.metrics)
+    assert parent.data.tags["git_commit"] and parent.data.tags["version.torch"]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"space", "best_checkpoint"} <= artifacts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_search_resumes_with_every_trial_recorded_once(tmp_path, sig):
+    space = write_space(tmp_path, samples=5, epochs=3)
+    env = search_env(tmp_path)
+    proc = subprocess.Popen(search_cmd(space, tmp_path), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    # Interrupt once at least one trial has finished (its MLflow run is closed).
+    deadline = time.time() + 400
+    while time.time() < deadline:
+        time.sleep(2)
+        if os.path.exists(tmp_path / "mlflow.db"):
+            try:
+                _, _, trials = trial_runs(tmp_path)
+            except Exception:  # experiment not created yet
+                continue
+            if any(r.info.status in ("FINISHED", "KILLED") for r in trials):
+                break
+    proc.send_signal(sig)
+    t0 = time.time()
+    output, _ = proc.communicate(timeout=120)
+    assert time.time() - t0 < 60, "the search must exit within seconds of the signal"
+    assert "INTERRUPTED" in output and "RESUME=1" in output, output[-3000:]
+    _, parents, trials = trial_runs(tmp_path)
+    assert all(r.info.status != "RUNNING" for r in trials + parents)
+    assert parents[0].data.tags["state"] == "interrupted"
+    assert len(trials) < 5 or any(r.data.tags.get("outcome") == "interrupted" for r in trials)
+
+    out = subprocess.run(search_cmd(space, tmp_path, "--resume"), capture_output=True, text=True, cwd=ROOT,
+                         env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client, parents, trials = trial_runs(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    ids = [r.data.tags["trial_id"] for r in trials]
+    assert len(ids) == len(set(ids)) == 5  # the whole budget, each trial once
+    for run in trials:
+        assert run.info.status in ("FINISHED", "KILLED") and run.data.tags["outcome"] in ("completed",
+                                                                                           "stopped_early")
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_top1")]
+        assert sorted(steps) == list(range(1, int(run.data.tags["epochs_run"]) + 1))  # no epoch twice

@@ -179,6 +179,10 @@ def run_search(opts: SearchOptions):
     if opts.resume:
         if os.path.isdir(opts.space):  # a results folder of one search
             exp_path = opts.space
+            if not os.path.isfile(os.path.join(exp_path, STATE_FILE)):
+                raise SearchError(f"nothing to resume in {exp_path!r}: it has no {STATE_FILE}, so it is not the "
+                                  "results folder of a search; give the space name or a ray_results/<space>-* "
+                                  "folder")
         else:
             exp_path = latest_experiment(storage, load_space(opts.space).name)
         if exp_path is None:
@@ -249,8 +253,7 @@ def run_search(opts: SearchOptions):
                 callbacks=[tracker], verbose=opts.verbose,
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
-                                                        checkpoint_score_order=space.mode),
-                progress_reporter=_reporter(space)),
+                                                        checkpoint_score_order=space.mode)),
         )
     interrupted = True
     try:
@@ -274,20 +277,11 @@ def _experiment_id(client: MlflowClient, space_name: str) -> str:
     return client.create_experiment(experiment_name(space_name))
 
 
-def _reporter(space: Space):
-    from ray import tune
-
-    columns = list(space.params) + (["variant"] if space.variants else [])
-    return tune.CLIReporter(parameter_columns=columns,
-                            metric_columns=["training_iteration", space.metric, "val_top5", "train_loss"],
-                            max_report_frequency=15, sort_by_metric=True, metric=space.metric, mode=space.mode)
-
-
 def _unfinished(results, space) -> bool:
+    """True when the budget is not spent: fewer trials than planned, or some not ended."""
     expected = space.num_samples * _grid_size(space)
-    done = [r for r in results if r.metrics is not None and (r.metrics.get("done") or r.error is not None
-                                                             or r.metrics.get("nonfinite_loss"))]
-    return len(results) < expected or len(done) < len(results)
+    trials = results._experiment_analysis.trials  # Ray's own trial states; no public accessor in 2.x
+    return len(trials) < expected or any(t.status not in ("TERMINATED", "ERROR") for t in trials)
 
 
 def _grid_size(space) -> int:

@@ -16,14 +16,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_short_run_reaches_stated_accuracy(tiny):
-    # Measured: ResNet-20, 2 epochs on 2,000 embedded images reaches ~73-78 % val top-1
-    # (seeds 0-2, this machine); 65 % leaves room for BLAS nondeterminism and still
-    # fails a broken loop (chance is 10 %; a model that does not learn stays near it).
+    # Measured on this 2-core machine: ResNet-20, 2 epochs on 2,000 embedded images, lr 0.1
+    # reaches 69.0 / 73.8 / 71.0 % val top-1 for seeds 0 / 1 / 2 (lr 0.05: 66.4 / 70.4 / 67.6).
+    # 60 % leaves room for BLAS nondeterminism and still fails a loop that does not learn
+    # (chance is 10 %; a broken loss or schedule stays far below).
     history = []
-    fit(from_dict(tiny, train_subset=2000, val_subset=500, epochs=2, batch_size=64, lr=0.05, hflip=True),
-        lambda m, d: history.append(m))
+    fit(from_dict(tiny, train_subset=2000, val_subset=500, epochs=2, batch_size=64, lr=0.1, hflip=True,
+                  channels_last=True), lambda m, d: history.append(m))
     assert [m["epoch"] for m in history] == [1, 2]
-    assert history[-1]["val_top1"] >= 65.0
+    assert history[-1]["val_top1"] >= 60.0
     assert history[-1]["val_top5"] >= history[-1]["val_top1"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     for key in ("train_loss", "val_loss", "val_top1", "val_top5", "lr", "epoch_seconds", "images_per_second"):

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray import tune
@@ -105,14 +106,30 @@ class MlflowWriter:
             try:
                 self._apply_prefix()
                 self.last_error = None
-            except Exception as err:  # noqa: BLE001 - any tracking failure must not stop the search
-                if self.last_error is None:
-                    print(f"[tricktune] MLflow unreachable ({type(err).__name__}: {str(err)[:120]}); "
-                          "results are kept and will be sent when it answers", file=sys.stderr)
-                self.last_error = str(err)
-                if time.monotonic() >= deadline:
+            except MlflowException as err:
+                if err.get_http_status_code() < 500:
+                    # The server answered and refused this record (a bad value, say): retrying
+                    # cannot help, and it must not hold back every record queued behind it.
+                    print(f"[tricktune] MLflow refused a {self._backlog[0].kind} record: {str(err)[:200]}",
+                          file=sys.stderr)
+                    self._backlog.pop(0)
+                    continue
+                if not self._wait(err, deadline):
                     return
-                time.sleep(1.0)
+            except Exception as err:  # noqa: BLE001 - any tracking failure must not stop the search
+                if not self._wait(err, deadline):
+                    return
+
+    def _wait(self, err: Exception, deadline: float) -> bool:
+        """Note an outage once; sleep before the next try unless the deadline has passed."""
+        if self.last_error is None:
+            print(f"[tricktune] MLflow unreachable ({type(err).__name__}: {str(err)[:120]}); "
+                  "results are kept and will be sent when it answers", file=sys.stderr)
+        self.last_error = str(err)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1.0)
+        return True
 
     def _apply_prefix(self) -> None:
         op = self._backlog[0]
@@ -163,6 +180,8 @@ class MlflowWriter:
         self.run_ids[op.run_key] = run.info.run_id
 
     def _run_id(self, run_key: str) -> str:
+        if run_key not in self.run_ids:
+            self._create(_Op("create", run_key, {"tags": {MLFLOW_RUN_NAME: run_key}}))
         return self.run_ids[run_key]
 
     def _spool(self) -> None:
@@ -170,7 +189,8 @@ class MlflowWriter:
         with open(path, "a") as fh:
             for op in self._backlog:
                 fh.write(json.dumps({"kind": op.kind, "run_key": op.run_key, "payload": op.payload,
-                                     "experiment_id": self.experiment_id, "run_ids": self.run_ids}) + "\n")
+                                     "experiment_id": self.experiment_id, "run_ids": self.run_ids,
+                                     "tracking_uri": self.tracking_uri}) + "\n")
         print(f"[tricktune] MLflow stayed unreachable: {len(self._backlog)} records written to {path}; "
               f"send them later with: python -m search.tracking import {path}", file=sys.stderr)
         self._backlog.clear()
@@ -208,6 +228,7 @@ class MlflowTracker(tune.Callback):
     def setup(self, **info):
         self.writer = MlflowWriter(self.tracking_uri, self.experiment_id,
                                    os.path.join(self.results_dir, PENDING_FILE))
+        self.writer.run_ids[self.parent_run_id] = self.parent_run_id  # the parent exists already
         self.writer.start()
 
     def _w(self) -> MlflowWriter:
@@ -217,6 +238,12 @@ class MlflowTracker(tune.Callback):
 
     def is_baseline(self, config: dict) -> bool:
         return all(config.get(k) == v for k, v in self.baseline_key.items())
+
+    def _ensure_started(self, trial) -> None:
+        # A search resumed in a new process may hear of a running trial first through a
+        # result (Ray restores it without on_trial_start): register its run then.
+        if trial.trial_id not in self.trial_status:
+            self.on_trial_start(0, [], trial)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         key = trial.trial_id
@@ -239,9 +266,10 @@ class MlflowTracker(tune.Callback):
         self.trial_status[key] = "RUNNING"
 
     def on_trial_restore(self, iteration, trials, trial, **info):
-        self.trial_status[trial.trial_id] = "RUNNING"
+        self._ensure_started(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._ensure_started(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         ts = int(time.time() * 1000)
         metrics = [(k, v, ts, step) for k, v in result.items()
@@ -256,6 +284,7 @@ class MlflowTracker(tune.Callback):
         self._end(trial, status, outcome)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
+        self._ensure_started(trial)
         self._w().put(_Op("tags", trial.trial_id, {"tags": {"retries": trial.num_failures,
                                                             "last_error": _error_text(trial)}}))
 
@@ -264,14 +293,31 @@ class MlflowTracker(tune.Callback):
         self._end(trial, "FAILED", "error")
 
     def _end(self, trial, status: str, outcome: str) -> None:
+        self._ensure_started(trial)
         w = self._w()
         w.put(_Op("tags", trial.trial_id, {"tags": {"outcome": outcome,
                                                     "epochs_run": (trial.last_result or {}).get("epoch", 0)}}))
         w.put(_Op("status", trial.trial_id, {"status": status}))
         self.trial_status[trial.trial_id] = status
 
-    def on_experiment_end(self, trials, **info):
-        self.close()
+    def log(self, run_key: str, *, metrics: dict | None = None, tags: dict | None = None,
+            artifact: tuple[str, str] | None = None, status: str | None = None) -> None:
+        """Queue records for a trial's run (by trial id) or the parent run (by its run id)."""
+        w = self._w()
+        if metrics:
+            ts = int(time.time() * 1000)
+            w.put(_Op("metrics", run_key, {"metrics": [(k, float(v), ts, 0) for k, v in metrics.items()]}))
+        if tags:
+            w.put(_Op("tags", run_key, {"tags": tags}))
+        if artifact:
+            w.put(_Op("artifact", run_key, {"path": artifact[0], "dest": artifact[1]}))
+        if status:
+            w.put(_Op("status", run_key, {"status": status}))
+        if run_key in self.trial_status and status:
+            self.trial_status[run_key] = status
+
+    # No on_experiment_end: run_search queues the summary and the closing records after
+    # Ray's last event, then calls close() once, so an outage is waited out only once.
 
     def close(self) -> None:
         if self.writer is not None:
@@ -298,8 +344,10 @@ def import_pending(path: str, tracking_uri: str | None = None) -> int:
         records = [json.loads(line) for line in fh if line.strip()]
     if not records:
         return 0
-    writer = MlflowWriter(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
-                          records[0]["experiment_id"], pending_path=path + ".retry")
+    # The store the search wrote to, unless told otherwise (not ./mlflow.db of whatever folder this runs in).
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or records[0].get("tracking_uri") \
+        or "sqlite:///mlflow.db"
+    writer = MlflowWriter(tracking_uri, records[0]["experiment_id"], pending_path=path + ".retry")
     for rec in records:
         writer.run_ids.update(rec["run_ids"])
         writer._backlog.append(_Op(rec["kind"], rec["run_key"], rec["payload"]))

@@ -1,5 +1,6 @@
 """End to end: real Ray Tune searches (Optuna TPE + ASHA) with a real MLflow store in tmp_path."""
 
+import glob
 import os
 import signal
 import subprocess
@@ -105,16 +106,20 @@ def test_interrupted_search_resumes_with_every_trial_recorded_once(tmp_path, sig
     env = search_env(tmp_path)
     proc = subprocess.Popen(search_cmd(space, tmp_path), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    # Interrupt once at least one trial has finished (its MLflow run is closed).
+    # Interrupt once a trial has finished and another is mid-run with a reported epoch: the
+    # resumed process then meets a running trial it never saw start (a bug this test caught).
     deadline = time.time() + 400
     while time.time() < deadline:
         time.sleep(2)
-        if os.path.exists(tmp_path / "mlflow.db"):
+        # Read MLflow only once the search has set up the store (tricktune.json is written
+        # after its parent run): a second process migrating a fresh sqlite store races it.
+        if glob.glob(str(tmp_path / "ray" / "*" / "tricktune.json")):
             try:
                 _, _, trials = trial_runs(tmp_path)
             except Exception:  # experiment not created yet
                 continue
-            if any(r.info.status in ("FINISHED", "KILLED") for r in trials):
+            if any(r.info.status in ("FINISHED", "KILLED") for r in trials) and any(
+                    r.info.status == "RUNNING" and "val_top1" in r.data.metrics for r in trials):
                 break
     proc.send_signal(sig)
     t0 = time.time()

@@ -1,0 +1,766 @@
+"""``python -m search.report SPACE [--out DIR] [--search RUN_ID]`` (``make report SPACE=...``).
+
+Turns one search, as MLflow recorded it, into the table people otherwise write by hand:
+``reports/<space>/report.md`` (one row per configuration, best first, the baseline marked,
+delta vs baseline, mean +- std and a paired test over seeds), ``curves.png`` (train loss,
+val Top-1/Top-5 and LR per epoch for the baseline and the best few), ``importances.png``
+(fANOVA over the finished trials) and ``trials.csv``; all of them are also logged to the
+search's parent run under ``report/``.
+
+Only MLflow is read (never Ray's result files), so a report works for a finished or an
+interrupted search, and for one that ran on a cluster against a tracking server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+
+from mlflow.tracking import MlflowClient
+
+from search.runner import PROJECT_ROOT, default_tracking_uri
+from search.tracking import experiment_name
+from spaces import Space, SpaceError, load_space
+from trainable.config import ConfigError, coerce_value
+
+# Per-epoch curves the report reads back (step = epoch in MLflow).
+CURVES = ("train_loss", "val_loss", "val_top1", "val_top5", "lr", "epoch_seconds")
+# Baseline + this many of the best configurations in the curves figure: more lines than
+# that make the 4 small panels unreadable.
+PLOTTED_CONFIGS = 5
+SEED_KEY = "seed"  # a repetition, not a treatment: its runs are grouped, not compared
+NO_DIFFERENCE = "no measurable difference at this budget"
+
+
+class ReportError(Exception):
+    """Nothing to report; one line that says why and what to run."""
+
+
+# --- loading: MLflow runs -> TrialRun ------------------------------------------------------
+
+@dataclass
+class TrialRun:
+    """One trial's MLflow run, with the values the report needs already parsed."""
+
+    run_id: str
+    trial_id: str
+    is_baseline: bool
+    outcome: str
+    treatment: dict  # searched key (seed excluded) -> value; "variant" -> its name
+    seed: int | None
+    params: dict  # the full resolved TrainConfig, as MLflow stores it (strings)
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    @property
+    def epochs(self) -> int:
+        """The last epoch this trial reported (0: it never finished one)."""
+        return max((step for step, _ in self.curves.get("val_top1", [])), default=0)
+
+    def final(self, metric: str) -> float | None:
+        points = self.curves.get(metric)  # sorted by epoch
+        return points[-1][1] if points else None
+
+    def at(self, metric: str, epoch: int) -> float | None:
+        return next((value for step, value in self.curves.get(metric, []) if step == epoch), None)
+
+    def mean_epoch_seconds(self) -> float | None:
+        seconds = [value for _, value in self.curves.get("epoch_seconds", [])]
+        return sum(seconds) / len(seconds) if seconds else None
+
+
+@dataclass
+class SearchRecord:
+    """A search's parent run and its trials, plus what the search was run with."""
+
+    space: Space
+    tracking_uri: str
+    parent_id: str
+    name: str
+    started: _dt.datetime
+    state: str
+    git_commit: str
+    question: str
+    metric: str
+    mode: str
+    max_epochs: int
+    treatments: list[str]  # searched keys that change the recipe (variant included, seed not)
+    seed_searched: bool
+    trials: list[TrialRun]
+
+
+def _no_search(space: Space, tracking_uri: str) -> ReportError:
+    return ReportError(f"no search of space {space.name!r} in {tracking_uri}; "
+                       f"run `make search SPACE={space.name}` first")
+
+
+def open_store(space: Space, tracking_uri: str) -> MlflowClient:
+    # MlflowClient on a SQLite file that is not there creates an empty store (and logs
+    # two lines about creating tables); a report only reads, so say "no search" instead.
+    if tracking_uri.startswith("sqlite:///") and not os.path.isfile(tracking_uri[len("sqlite:///"):]):
+        raise _no_search(space, tracking_uri)
+    return MlflowClient(tracking_uri)
+
+
+def find_search(client: MlflowClient, space: Space, tracking_uri: str, run_id: str | None = None):
+    """The parent run to report on: ``run_id``, else the latest search of the space."""
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+        except Exception:  # noqa: BLE001 - MLflow raises its own types per store; all mean "not there"
+            raise ReportError(f"no run {run_id!r} in {tracking_uri}; give the parent run id of a search "
+                              "(MLflow UI, or the last lines a search prints)") from None
+        if run.data.tags.get("tricktune_role") != "search":
+            raise ReportError(f"run {run_id} is not a search's parent run (it is a trial or another run); "
+                              "give the id `python -m search` printed as 'parent run'")
+        if run.data.tags.get("space") != space.name:
+            raise ReportError(f"run {run_id} is a search of space {run.data.tags.get('space')!r}, not "
+                              f"{space.name!r}; use `make report SPACE={run.data.tags.get('space')}`")
+        return run
+    try:
+        experiment = client.get_experiment_by_name(experiment_name(space.name))
+    except Exception as err:  # noqa: BLE001 - an unreachable server or a broken store
+        raise ReportError(f"MLflow tracking store {tracking_uri!r} is unreachable ({type(err).__name__}); "
+                          "start the server or set MLFLOW_TRACKING_URI") from None
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        raise _no_search(space, tracking_uri)
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.tricktune_role = 'search'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise _no_search(space, tracking_uri)
+    return runs[0]
+
+
+def load_search(client: MlflowClient, parent, space: Space, tracking_uri: str) -> SearchRecord:
+    params, tags = parent.data.params, parent.data.tags
+    # What the search actually ran with (a --set or an edited space file may differ
+    # from today's file); the space file fills in what an older parent run lacks.
+    searched = [k for k in params.get("searched", ",".join(space.params)).split(",") if k]
+    record = SearchRecord(
+        space=space, tracking_uri=tracking_uri, parent_id=parent.info.run_id,
+        name=parent.info.run_name or parent.info.run_id,
+        started=_dt.datetime.fromtimestamp(parent.info.start_time / 1000, _dt.timezone.utc),
+        state=tags.get("state", "running" if parent.info.status == "RUNNING" else parent.info.status.lower()),
+        git_commit=tags.get("git_commit", "unknown"), question=tags.get("question", space.question),
+        metric=params.get("metric", space.metric), mode=params.get("mode", space.mode),
+        max_epochs=int(params.get("max_epochs", space.max_epochs)),
+        treatments=[k for k in searched if k != SEED_KEY], seed_searched=SEED_KEY in searched, trials=[])
+    metrics = CURVES + ((record.metric,) if record.metric not in CURVES else ())
+    for run in _child_runs(client, parent):
+        record.trials.append(_trial(client, run, record.treatments, metrics))
+    return record
+
+
+def _child_runs(client: MlflowClient, parent) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _trial(client: MlflowClient, run, treatments: list[str], metrics: tuple) -> TrialRun:
+    params, tags = run.data.params, run.data.tags
+    treatment = {}
+    for key in treatments:
+        raw = params.get(key, tags.get(key))
+        treatment[key] = raw if key == "variant" else _parse(key, raw)
+    seed = _parse(SEED_KEY, params[SEED_KEY]) if SEED_KEY in params else None
+    curves = {}
+    for metric in metrics:
+        history = client.get_metric_history(run.info.run_id, metric)
+        # A retried trial logs an epoch twice; the later value is the one it went on from.
+        by_step = {m.step: m.value for m in sorted(history, key=lambda m: m.timestamp)}
+        curves[metric] = sorted(by_step.items())
+    outcome = tags.get("outcome") or ("running" if run.info.status == "RUNNING" else run.info.status.lower())
+    return TrialRun(run_id=run.info.run_id, trial_id=tags.get("trial_id", run.info.run_id[:8]),
+                    is_baseline=tags.get("is_baseline") == "true", outcome=outcome, treatment=treatment,
+                    seed=seed, params=dict(params), curves=curves)
+
+
+def _parse(key: str, text):
+    """An MLflow param string back to the TrainConfig value (so 0.1 sorts as a number)."""
+    if text is None or text == "None":
+        return None
+    try:
+        return coerce_value(key, text)
+    except (ConfigError, TypeError):
+        return text
+
+
+# --- table rows: trials -> configurations ---------------------------------------------------
+
+@dataclass
+class Config:
+    """One row: every trial with the same treatment values (seed repeats of one config)."""
+
+    treatment: dict
+    trials: list[TrialRun]
+    is_baseline: bool
+    changes: dict = field(default_factory=dict)  # a variant's training keys that differ from the baseline
+
+    @property
+    def reported(self) -> list[TrialRun]:
+        return [t for t in self.trials if t.epochs > 0]
+
+    def values(self, metric: str) -> list[float]:
+        return [t.final(metric) for t in self.reported]
+
+    def mean(self, metric: str) -> float | None:
+        values = self.values(metric)
+        return sum(values) / len(values) if values else None
+
+    def std(self, metric: str) -> float | None:
+        values = self.values(metric)
+        return _sd(values) if len(values) > 1 else None
+
+
+def group_configs(record: SearchRecord) -> list[Config]:
+    """Trials grouped by their treatment values, sorted best first (the baseline where it ranks).
+
+    Sorted by epochs reached, then the metric: ASHA stops trials at different epochs, and an
+    accuracy after 1 epoch says nothing about one after 6, so deeper trials rank first.
+    """
+    groups: dict[tuple, Config] = {}
+    for trial in record.trials:
+        key = tuple((k, repr(v)) for k, v in trial.treatment.items())
+        if key not in groups:
+            groups[key] = Config(treatment=trial.treatment, trials=[], is_baseline=False)
+        groups[key].trials.append(trial)
+        # A sampler may propose the baseline's values again (choice params): same row.
+        groups[key].is_baseline |= trial.is_baseline
+    configs = list(groups.values())
+    for config in configs:
+        config.trials.sort(key=lambda t: (str(t.seed), t.trial_id))
+    base = next((c for c in configs if c.is_baseline), None)
+    for config in configs:
+        if base is not None and "variant" in record.treatments and not config.is_baseline:
+            config.changes = _changes(config.trials[0], base.trials[0], record)
+    sign = 1 if record.mode == "max" else -1
+
+    def rank(config: Config):
+        mean = config.mean(record.metric)
+        return (-max((t.epochs for t in config.trials), default=0),
+                -sign * mean if mean is not None else math.inf)
+
+    return sorted(configs, key=rank)
+
+
+def _changes(trial: TrialRun, base: TrialRun, record: SearchRecord) -> dict:
+    """A variant's overrides, read back from the runs' params (the space file may have changed)."""
+    skip = {SEED_KEY, "variant", *record.treatments}
+    return {k: _parse(k, v) for k, v in sorted(trial.params.items())
+            if k not in skip and base.params.get(k) != v}
+
+
+def baseline_at(record: SearchRecord, epoch: int) -> float | None:
+    """The baseline's metric at ``epoch``, averaged over its seeds/repeats that got that far."""
+    values = [t.at(record.metric, epoch) for t in record.trials if t.is_baseline]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def delta_vs_baseline(record: SearchRecord, config: Config) -> float | None:
+    """Mean over the config's trials of (its final metric - the baseline's at the same epoch)."""
+    deltas = []
+    for trial in config.reported:
+        base = baseline_at(record, trial.epochs)
+        if base is not None:
+            deltas.append(trial.final(record.metric) - base)
+    return sum(deltas) / len(deltas) if deltas else None
+
+
+def config_label(config: Config) -> str:
+    """What distinguishes a configuration, in the config keys' own names."""
+    parts = []
+    for key, value in config.treatment.items():
+        if key == "variant":
+            changes = ", ".join(f"{k}={_fmt(v)}" for k, v in config.changes.items())
+            parts.append(f"{value} ({changes})" if changes else str(value))
+        else:
+            parts.append(f"{key}={_fmt(value)}")
+    if config.is_baseline:
+        values = [p for p in parts if p != "baseline"]
+        return f"baseline ({', '.join(values)})" if values else "baseline"
+    return ", ".join(parts) or "recipe"
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+# --- seed statistics --------------------------------------------------------------------
+
+@dataclass
+class SeedComparison:
+    """A configuration against the baseline over repeated runs (seeds)."""
+
+    label: str
+    n: int  # pairs for the paired test, else the config's runs
+    n_baseline: int
+    mean: float
+    std: float | None
+    baseline_mean: float
+    baseline_std: float | None
+    delta: float
+    ci_low: float
+    ci_high: float
+    test: str
+    p_value: float | None
+    verdict: str
+
+
+def compare_over_seeds(values: dict, baseline: dict, mode: str = "max") -> dict:
+    """Delta, 95% CI, test and verdict for ``values`` vs ``baseline`` ({seed: metric} each).
+
+    Paired by seed (same seed = same init and data order, so the pair differs only by the
+    trick; scipy's ttest_rel) when at least 2 seeds are in both; otherwise Welch's t-test
+    (unequal variances). The verdict follows the CI: entirely on the better side of 0 ->
+    "helps", entirely on the worse side -> "hurts", else no measurable difference.
+    """
+    from scipy import stats
+
+    common = sorted(set(values) & set(baseline), key=str)
+    if len(common) >= 2:
+        diffs = [values[s] - baseline[s] for s in common]
+        n = len(diffs)
+        delta = sum(diffs) / n
+        se = _sd(diffs) / math.sqrt(n)
+        df = n - 1
+        test = f"paired t-test over {n} seeds"
+        p = stats.ttest_rel([values[s] for s in common], [baseline[s] for s in common]).pvalue if se > 0 else None
+    else:
+        a, b = list(values.values()), list(baseline.values())
+        if len(a) < 2 or len(b) < 2:
+            raise ValueError("need >= 2 runs on each side for a spread")
+        delta = sum(a) / len(a) - sum(b) / len(b)
+        va, vb = _sd(a) ** 2 / len(a), _sd(b) ** 2 / len(b)
+        se = math.sqrt(va + vb)
+        # Welch-Satterthwaite degrees of freedom
+        df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else 1
+        n = len(a)
+        test = f"Welch's t-test ({len(a)} vs {len(b)} runs, unpaired)"
+        p = stats.ttest_ind(a, b, equal_var=False).pvalue if se > 0 else None
+    half = stats.t.ppf(0.975, df) * se
+    low, high = delta - half, delta + half
+    sign = 1 if mode == "max" else -1
+    if sign * low > 0 and sign * high > 0:
+        verdict = "helps"
+    elif sign * low < 0 and sign * high < 0:
+        verdict = "hurts"
+    else:
+        verdict = NO_DIFFERENCE
+    p = None if p is None or math.isnan(p) else float(p)
+    return {"n": n, "delta": delta, "ci_low": low, "ci_high": high, "test": test, "p_value": p,
+            "verdict": verdict}
+
+
+def _sd(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+
+
+def seed_statistics(record: SearchRecord, configs: list[Config]) -> list[SeedComparison] | None:
+    """Each repeated configuration vs the repeated baseline; None when nothing is repeated.
+
+    Only completed trials count: a run ASHA stopped at epoch 2 would pull a 6-epoch mean down.
+    """
+    def finished(config: Config) -> list[TrialRun]:
+        return [t for t in config.trials if t.outcome == "completed" and t.epochs > 0]
+
+    if not any(len(finished(c)) >= 2 for c in configs):
+        return None
+    base = next((c for c in configs if c.is_baseline), None)
+    if base is None or len(finished(base)) < 2:
+        return []
+    base_runs = finished(base)
+    base_values = _by_seed(base_runs, record.metric)
+    out = []
+    for config in configs:
+        runs = finished(config)
+        if config.is_baseline or len(runs) < 2:
+            continue
+        values = _by_seed(runs, record.metric)
+        result = compare_over_seeds(values, base_values, record.mode)
+        mean = [t.final(record.metric) for t in runs]
+        base_mean = [t.final(record.metric) for t in base_runs]
+        out.append(SeedComparison(
+            label=config_label(config), n=result["n"], n_baseline=len(base_runs),
+            mean=sum(mean) / len(mean), std=_sd(mean), baseline_mean=sum(base_mean) / len(base_mean),
+            baseline_std=_sd(base_mean), delta=result["delta"], ci_low=result["ci_low"],
+            ci_high=result["ci_high"], test=result["test"], p_value=result["p_value"], verdict=result["verdict"]))
+    return out
+
+
+def _by_seed(runs: list[TrialRun], metric: str) -> dict:
+    """{seed: value}; runs that repeat a seed get distinct keys, which leaves them unpaired."""
+    seeds = [t.seed for t in runs]
+    if len(set(seeds)) == len(seeds):
+        return {t.seed: t.final(metric) for t in runs}
+    return {(t.run_id,): t.final(metric) for t in runs}
+
+
+# --- parameter importances (fANOVA) ---------------------------------------------------------
+
+def param_importances(record: SearchRecord) -> tuple[dict[str, float] | None, str]:
+    """fANOVA importances over the completed trials, or (None, why they were skipped).
+
+    Completed trials only: all of them trained for max_epochs, so their values are
+    comparable; a trial ASHA stopped at epoch 1 is not "bad", only unfinished.
+    The seed is included when it was searched: its share is the noise floor a trick's
+    importance has to beat.
+    """
+    trials = [t for t in record.trials if t.outcome == "completed" and t.epochs > 0
+              and t.final(record.metric) is not None and math.isfinite(t.final(record.metric))]
+    keys = record.treatments + ([SEED_KEY] if record.seed_searched else [])
+    varying = [k for k in keys if len({repr(_point(t, k)) for t in trials}) > 1]
+    if len(trials) < 3:
+        return None, (f"Skipped: {len(trials)} completed trial(s); fANOVA needs at least 3 "
+                      f"(run more samples, or let ASHA finish more trials).")
+    if not varying:
+        return None, "Skipped: no searched parameter varies across the completed trials."
+    if len({t.final(record.metric) for t in trials}) == 1:
+        return None, f"Skipped: every completed trial has the same {record.metric}; nothing to explain."
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    distributions = {k: _distribution(record.space, k, [_point(t, k) for t in trials]) for k in varying}
+    study = optuna.create_study(direction="maximize" if record.mode == "max" else "minimize")
+    for t in trials:
+        study.add_trial(optuna.trial.create_trial(params={k: _point(t, k) for k in varying},
+                                                  distributions=distributions, value=t.final(record.metric)))
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # seeded: same runs, same report
+    importances = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varying)
+    note = (f"fANOVA (optuna FanovaImportanceEvaluator) over the {len(trials)} completed trials' final "
+            f"{record.metric}: the share of its variance each parameter explains (sums to 1).")
+    if len(varying) == 1:
+        note += f" Only {varying[0]} varies, so it explains everything by construction."
+    if SEED_KEY in varying:
+        note += " The seed's share is the noise floor: a trick below it is indistinguishable from noise here."
+    return dict(importances), note
+
+
+def _point(trial: TrialRun, key: str):
+    return trial.seed if key == SEED_KEY else trial.treatment.get(key)
+
+
+def _distribution(space: Space, key: str, observed: list):
+    """The search distribution of ``key`` from the space file, widened to what was observed."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    param = space.params.get(key)
+    if param is not None and param.type in ("uniform", "loguniform"):
+        return FloatDistribution(min(param.low, *observed), max(param.high, *observed),
+                                 log=param.type == "loguniform")
+    if param is not None and param.type == "int":
+        return IntDistribution(min(param.low, *observed), max(param.high, *observed))
+    choices = list(param.values) if param is not None and param.values is not None else []
+    if key == "variant":
+        choices = list(space.variants)
+    for value in observed:  # a value the file no longer lists (edited after the search)
+        if value not in choices:
+            choices.append(value)
+    return CategoricalDistribution(choices)
+
+
+# --- plots -----------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a server or in CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(record: SearchRecord, configs: list[Config], path: str) -> list[Config]:
+    """Train loss, val Top-1, val Top-5 and LR per epoch: the baseline and the best few configs.
+
+    Repeated seeds are drawn as their mean with a +- std band. Returns the configs drawn.
+    """
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    best = [c for c in configs if not c.is_baseline and c.reported][:PLOTTED_CONFIGS]
+    drawn = [c for c in configs if c.is_baseline and c.reported] + best
+    panels = (("train_loss", "train loss"), ("val_top1", "val Top-1 (%)"), ("val_top5", "val Top-5 (%)"),
+              ("lr", "learning rate (end of epoch)"))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
+    colors = plt.get_cmap("tab10").colors
+    for i, config in enumerate(drawn):
+        style = dict(color="black", linewidth=2.2, zorder=3) if config.is_baseline else \
+            dict(color=colors[i % len(colors)], linewidth=1.4)
+        n = len(config.reported)
+        last = max(t.epochs for t in config.reported)
+        label = (config_label(config) + (f" (mean ± std of {n})" if n > 1 else "")
+                 + (f" [stopped at epoch {last}]" if last < record.max_epochs else ""))
+        for ax, (metric, _) in zip(axes.flat, panels):
+            epochs, mean, std = _mean_curve(config, metric)
+            if not epochs:
+                continue
+            ax.plot(epochs, mean, marker="o", markersize=3, label=label if metric == "train_loss" else None,
+                    **style)
+            if n > 1:
+                ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                                color=style["color"], alpha=0.12, linewidth=0)
+    for ax, (_, title) in zip(axes.flat, panels):
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    fig.suptitle(f"{record.space.name}: baseline and the {len(best)} best by {record.metric}")
+    fig.legend(loc="lower center", ncol=2 if len(drawn) > 3 else 1, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04 + 0.025 * math.ceil(len(drawn) / 2), 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return drawn
+
+
+def _mean_curve(config: Config, metric: str):
+    by_epoch: dict[int, list[float]] = {}
+    for trial in config.reported:
+        for step, value in trial.curves.get(metric, []):
+            by_epoch.setdefault(step, []).append(value)
+    epochs = sorted(by_epoch)
+    mean = [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
+    std = [_sd(by_epoch[e]) for e in epochs]
+    return epochs, mean, std
+
+
+def plot_importances(importances: dict[str, float], metric: str, path: str) -> None:
+    plt = _pyplot()
+    names = sorted(importances, key=importances.get)
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * len(names)))
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    for i, name in enumerate(names):
+        ax.text(importances[name], i, f" {importances[name]:.2f}", va="center", fontsize=9)
+    ax.set_xlim(0, 1.1)
+    ax.set_xlabel(f"fANOVA importance for {metric} (sums to 1)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- markdown -------------------------------------------------------------------------------
+
+def _points(metric: str) -> str:
+    return "points" if metric in ("val_top1", "val_top5") else metric
+
+
+def _mean_std(config: Config, metric: str) -> str:
+    mean, std = config.mean(metric), config.std(metric)
+    if mean is None:
+        return "—"
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+
+
+def _outcomes(config: Config) -> str:
+    counts: dict[str, int] = {}
+    for t in config.trials:
+        counts[t.outcome] = counts.get(t.outcome, 0) + 1
+    if len(config.trials) == 1:
+        return config.trials[0].outcome
+    return ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
+
+
+def trials_table(record: SearchRecord, configs: list[Config]) -> list[str]:
+    metrics = ["val_top1", "val_top5"] + ([record.metric] if record.metric not in ("val_top1", "val_top5") else [])
+    names = {"val_top1": "val Top-1", "val_top5": "val Top-5"}
+    header = (["rank"] + record.treatments + [names.get(m, m) for m in metrics]
+              + [f"Δ {record.metric} vs baseline", "s/epoch", "epochs", "outcome", "n", "trials"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for rank, config in enumerate(configs, 1):
+        treatment = []
+        for key in record.treatments:
+            value = config.treatment.get(key)
+            if key == "variant" and config.changes:
+                value = f"{value} ({', '.join(f'{k}={_fmt(v)}' for k, v in config.changes.items())})"
+            treatment.append(_fmt(value))
+        delta = None if config.is_baseline else delta_vs_baseline(record, config)
+        seconds = [s for s in (t.mean_epoch_seconds() for t in config.trials) if s is not None]
+        epochs = sorted({t.epochs for t in config.trials})
+        row = ([f"**{rank} baseline**" if config.is_baseline else str(rank)] + treatment
+               + [_mean_std(config, m) for m in metrics]
+               + ["—" if config.is_baseline else _delta_cell(delta, epochs, record.max_epochs),
+                  f"{sum(seconds) / len(seconds):.2f}" if seconds else "—",
+                  f"{epochs[0]}–{epochs[-1]}/{record.max_epochs}" if len(epochs) > 1
+                  else f"{epochs[0]}/{record.max_epochs}",
+                  _outcomes(config), str(len(config.trials)),
+                  ", ".join(t.trial_id for t in config.trials)])
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _delta_cell(delta: float | None, epochs: list[int], max_epochs: int) -> str:
+    if delta is None:
+        return "n/a"
+    # Stopped early: the comparison is with the baseline at that epoch; say so in the cell.
+    return f"{delta:+.2f}" if epochs[-1] >= max_epochs else f"{delta:+.2f} (at epoch {epochs[-1]})"
+
+
+def render_markdown(record: SearchRecord, configs: list[Config], seeds: list[SeedComparison] | None,
+                    importances: dict | None, importance_note: str, files: dict[str, str]) -> str:
+    n_completed = sum(t.outcome == "completed" for t in record.trials)
+    outcomes: dict[str, int] = {}
+    for t in record.trials:
+        outcomes[t.outcome] = outcomes.get(t.outcome, 0) + 1
+    points = _points(record.metric)
+    lines = [
+        f"# {record.space.name}: report",
+        "",
+        f"**Question:** {record.question}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| space | `{record.space.name}` ({_space_file(record.space)}) |",
+        f"| search | {record.name}, {record.state}, started {record.started:%Y-%m-%d %H:%M} UTC |",
+        f"| git commit | `{record.git_commit}` |",
+        f"| metric | {record.metric} ({record.mode}), at most {record.max_epochs} epochs |",
+        f"| trials | {len(record.trials)} ({', '.join(f'{n} {o}' for o, n in outcomes.items())}) |",
+        f"| MLflow | experiment `{experiment_name(record.space.name)}`, parent run `{record.parent_id}` |",
+        "",
+        "## Trials, best first",
+        "",
+        f"One row per configuration (runs that differ only by seed are one row, mean ± std). Sorted by "
+        f"epochs reached, then {record.metric}: a value after an early stop is not comparable with one "
+        f"after {record.max_epochs} epochs. Top-1/Top-5: %, last epoch. Δ: {points} vs the baseline at the "
+        "same epoch. s/epoch: mean epoch_seconds.",
+        "",
+        *trials_table(record, configs),
+        "",
+    ]
+    if "curves" in files:
+        lines += [f"![curves]({files['curves']})", ""]
+    if seeds is not None:
+        lines += ["## Over seeds: does each change beat the baseline?", ""]
+        if not seeds:
+            lines += ["The baseline has fewer than 2 completed runs: no spread to compare against.", ""]
+        else:
+            lines += [f"Completed runs only. Δ = mean {record.metric} minus the baseline's, in {points}, with "
+                      "its 95% confidence interval; paired by seed when both sides ran the same seeds. "
+                      "The verdict follows the interval: entirely above 0 (better) \"helps\", entirely "
+                      "below \"hurts\", else no measurable difference at this budget.", "",
+                      f"| change | n | {record.metric} | baseline | Δ [95% CI] | test | p | verdict |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for s in seeds:
+                p = f"{s.p_value:.3g}" if s.p_value is not None else "n/a"
+                lines.append(f"| {s.label} | {s.n} | {s.mean:.2f} ± {s.std:.2f} | {s.baseline_mean:.2f} ± "
+                             f"{s.baseline_std:.2f} (n={s.n_baseline}) | {s.delta:+.2f} [{s.ci_low:+.2f}, "
+                             f"{s.ci_high:+.2f}] | {s.test} | {p} | **{s.verdict}** |")
+            lines.append("")
+    lines += ["## Which searched parameters matter", "", importance_note, ""]
+    if importances:
+        lines += ["| parameter | importance |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in sorted(importances.items(), key=lambda kv: -kv[1])]
+        lines.append("")
+        if "importances" in files:
+            lines += [f"![importances]({files['importances']})", ""]
+    lines += [f"Generated by `python -m search.report {_space_arg(record.space)} --search {record.parent_id}` "
+              f"from {_safe_uri(record.tracking_uri)}.", ""]
+    return "\n".join(lines)
+
+
+def _space_file(space: Space) -> str:
+    inside = os.path.abspath(space.path).startswith(PROJECT_ROOT + os.sep)
+    return os.path.relpath(space.path, PROJECT_ROOT) if inside else space.path
+
+
+def _space_arg(space: Space) -> str:
+    """How to name the space on the command line: its name if it lives in spaces/."""
+    from spaces import SPACES_DIR
+
+    return space.name if os.path.dirname(os.path.abspath(space.path)) == str(SPACES_DIR) else space.path
+
+
+def _safe_uri(uri: str) -> str:
+    """The tracking URI without user:password@, so a report can be shared."""
+    if "://" in uri and "@" in uri.split("://", 1)[1].split("/", 1)[0]:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://{rest.split('@', 1)[1]}"
+    return uri
+
+
+def write_csv(record: SearchRecord, path: str) -> None:
+    """Every trial at full precision, for pandas or a spreadsheet."""
+    columns = ["trial_id", "run_id", "is_baseline", "outcome", "epochs", *record.treatments, "seed",
+               "val_top1", "val_top5", "val_loss", "train_loss", "mean_epoch_seconds"]
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for t in record.trials:
+            writer.writerow([t.trial_id, t.run_id, t.is_baseline, t.outcome, t.epochs,
+                             *(t.treatment.get(k) for k in record.treatments), t.seed,
+                             t.final("val_top1"), t.final("val_top5"), t.final("val_loss"), t.final("train_loss"),
+                             t.mean_epoch_seconds()])
+
+
+# --- the command ------------------------------------------------------------------------------
+
+def build_report(space_name: str, out_dir: str | None = None, run_id: str | None = None,
+                 tracking_uri: str | None = None) -> str:
+    """Write the report files for one search and log them to its parent run; returns report.md's path."""
+    space = load_space(space_name)
+    tracking_uri = tracking_uri or default_tracking_uri()
+    client = open_store(space, tracking_uri)
+    parent = find_search(client, space, tracking_uri, run_id)
+    record = load_search(client, parent, space, tracking_uri)
+    if not any(t.epochs > 0 for t in record.trials):
+        raise ReportError(f"search {parent.info.run_id} of space {space.name!r} has no trial that finished an "
+                          f"epoch yet ({len(record.trials)} trial runs); wait for it, or pick an earlier search "
+                          "with --search RUN_ID")
+    out_dir = os.path.abspath(out_dir or os.path.join(PROJECT_ROOT, "reports", space.name))
+    os.makedirs(out_dir, exist_ok=True)
+
+    configs = group_configs(record)
+    files = {"curves": "curves.png"}
+    plot_curves(record, configs, os.path.join(out_dir, files["curves"]))
+    importances, note = param_importances(record)
+    stale = os.path.join(out_dir, "importances.png")
+    if importances:
+        files["importances"] = "importances.png"
+        plot_importances(importances, record.metric, stale)
+    elif os.path.exists(stale):
+        os.remove(stale)  # from an earlier report; it would contradict this one's note
+    seeds = seed_statistics(record, configs)
+    files["csv"] = "trials.csv"
+    write_csv(record, os.path.join(out_dir, files["csv"]))
+    report_path = os.path.join(out_dir, "report.md")
+    with open(report_path, "w", encoding="utf-8") as fh:
+        fh.write(render_markdown(record, configs, seeds, importances, note, files))
+
+    try:
+        for name in ["report.md", *files.values()]:
+            client.log_artifact(parent.info.run_id, os.path.join(out_dir, name), "report")
+    except Exception as err:  # noqa: BLE001 - the files are written; the UI copy is a convenience
+        print(f"[tricktune] report written, but not logged to MLflow run {parent.info.run_id}: "
+              f"{type(err).__name__}: {str(err)[:200]}", file=sys.stderr)
+    return report_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m search.report", description=__doc__.splitlines()[0])
+    parser.add_argument("space", help="a space name in spaces/ (e.g. mixup_alpha) or a path to a .yaml file")
+    parser.add_argument("--out", help="output folder (default reports/<space>)")
+    parser.add_argument("--search", metavar="RUN_ID", help="the search's MLflow parent run (default: the latest)")
+    args = parser.parse_args(argv)
+    try:
+        path = build_report(args.space, args.out, args.search)
+    except (SpaceError, ReportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -79,6 +79,8 @@ def test_real_search_records_every_trial_in_mlflow(tmp_path):
     # The baseline (mixup off, the recipe's lr) runs first and is marked.
     baseline = [r for r in trials if r.data.tags["is_baseline"] == "true"]
     assert len(baseline) == 1 and float(baseline[0].data.params["mixup_alpha"]) == 0.0
+    # ASHA may stop any trial but the reference: every delta is against a full-length baseline.
+    assert baseline[0].data.tags["outcome"] == "completed" and baseline[0].data.tags["epochs_run"] == "3"
     stopped = 0
     for run in trials:
         assert set(FIELDS) <= set(run.data.params)  # the full resolved config, space-file names

@@ -1,0 +1,735 @@
+"""``make bench``: does tricktune's machinery cost or save time? Five figures, each a ratio.
+
+Every figure compares two things measured *side by side in the same run*, never against
+a stored number, because on a shared 2-core machine the absolute speed swings
+several-fold from one minute to the next (one 2,000-image ResNet-20 epoch took 5 s and,
+minutes later, 72 s). How each stays side by side:
+
+1. loop      fit()'s in-memory batches vs a plain DataLoader loop, images/s; goal >= 1.0x.
+             Rounds of A B C, the order reversed every other round; median of per-round ratios.
+2. overhead  a trial-epoch inside a search (run_search: Ray Tune + Optuna + MLflow) vs fit()
+             alone; goal <= 1.05x. The fit() twin runs *during* the trial, one core each, so
+             outside load hits both; Ray's own daemons' CPU is measured and added back.
+3. search    ASHA + TPE vs random search run to the end, real Ray Tune searches: trial-epochs
+             until a trial finishes within 0.5 points of the best final val_top1, mean over
+             3 seeds; goal >= 3x fewer. Counts epochs, not seconds, so load cannot move it.
+4. packing   trial-epochs per minute, 2 trials x 1 thread at once vs 1 trial x 2 threads at a
+             time (and 2 x 2, oversubscribed); rounds as in 1.
+5. gpu       with CUDA: ResNet-50 224 px bf16 images/s vs NVIDIA's A100 reference, and a
+             CIFAR-10-size ResNet-18 epoch; without: "GPU: skipped (no CUDA device)".
+
+Usage: ``python -m search.bench [--quick] [--only NAME]`` (``make bench``). A full run takes
+about 10 min on an idle 2-core machine (longer when other jobs load it; the report prints
+the load average) and writes the table to ``reports/bench.md``. ``--quick`` runs
+seconds-long versions that check the code, not the speed. No figure is a timed unit test;
+a figure that misses its goal says FALL SHORT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import datetime as _dt
+import importlib.resources
+import multiprocessing
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from spaces import load_space
+from trainable.config import TrainConfig
+from trainable.data import FASHION_MNIST_STATS, interleave_by_class
+from trainable.loop import fit
+from trainable.models import build_model
+from trainable.tricks.augment import PAD
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPORT_PATH = os.path.join(PROJECT_ROOT, "reports", "bench.md")
+CORES = os.cpu_count() or 1
+# NVIDIA DeepLearningExamples, ResNet-50 v1.5 for PyTorch, training performance table:
+# 2,470 img/s on one A100 80GB with mixed precision (DGX A100, batch 256).
+A100_RESNET50_IMAGES_PER_SECOND = 2470
+
+
+@dataclass
+class Figure:
+    """One line of the final table. ``passed`` None = not judged (skipped or information only)."""
+
+    name: str
+    measured: str
+    goal: str
+    passed: bool | None
+    details: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        if self.passed is None:
+            return "skipped" if self.measured.startswith("skipped") else "info"
+        return "PASS" if self.passed else "FALL SHORT"
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _recipe(**overrides) -> TrainConfig:
+    """baseline.yaml's recipe (ResNet-20, SGD + cosine, flip + pad-crop) with ``overrides``."""
+    space = load_space("baseline").override(fixed={"device": "cpu", **overrides})
+    return space.trial_config({})
+
+
+def _paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a/b: each round's two arms ran minutes apart at most, so their
+    ratio is far steadier than either absolute number on a machine other jobs share."""
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def _spread(a: list[float], b: list[float]) -> str:
+    ratios = [x / y for x, y in zip(a, b)]
+    return f"per round {min(ratios):.2f}-{max(ratios):.2f}x" if len(ratios) > 1 else "one round"
+
+
+def _start_ray() -> None:
+    """Ray for figures 2 and 3, quiet: the bench prints its own lines."""
+    import logging
+
+    import optuna
+    import ray
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created" per search
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables"
+
+    # Tune's new console output prints a box per experiment even at verbose=0; the legacy
+    # one is silent. The snapshot warning fires for every checkpoint of a seconds-long epoch.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
+
+
+def _stop_ray() -> None:
+    if "ray" in sys.modules:
+        import ray
+
+        ray.shutdown()
+
+
+# --- 1. training-loop throughput ----------------------------------------------------------
+
+
+class _AugmentedImages(Dataset):
+    """uint8 [N,1,H,W] images with a per-sample transform: what a plain PyTorch script does."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def _embedded_train_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` images of the embedded subset in the order ``train_subset`` takes them."""
+    asset = importlib.resources.files("trainable") / "assets" / "fashion_mnist_subset.npz"
+    with asset.open("rb") as fh, np.load(fh) as npz:
+        images = torch.from_numpy(npz["x_train"]).unsqueeze(1)
+        labels = torch.from_numpy(npz["y_train"].astype(np.int64))
+    order = interleave_by_class(labels)[:n]
+    return images[order], labels[order]
+
+
+def plain_loop_images_per_second(cfg: TrainConfig, num_workers: int = 2) -> float:
+    """Train ``cfg.epochs`` epochs the textbook way; images/s of the training passes.
+
+    DataLoader with per-sample torchvision v2 transforms equivalent to the recipe's
+    augmentation (4-px pad + random crop, horizontal flip), the same model and SGD
+    settings, cross-entropy. Worker start-up is inside the timed epoch: a DataLoader
+    without persistent workers pays it every epoch.
+    """
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    images, labels = _embedded_train_images(cfg.train_subset)
+    mean, std = FASHION_MNIST_STATS
+    steps = []
+    if cfg.crop == "pad":
+        steps.append(v2.RandomCrop(images.shape[-1], padding=PAD))
+    if cfg.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    transform = v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+    loader = DataLoader(_AugmentedImages(images, labels, transform), batch_size=cfg.batch_size, shuffle=True,
+                        num_workers=num_workers)
+    model = build_model(cfg, 10, 1, images.shape[-1])
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    model.train()
+    seen, seconds = 0, 0.0
+    for _ in range(cfg.epochs):
+        t0 = time.perf_counter()
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(y)
+        seconds += time.perf_counter() - t0
+    return seen / seconds
+
+
+def fit_images_per_second(cfg: TrainConfig) -> float:
+    """fit()'s own training-pass throughput (its ``images_per_second``), over all epochs."""
+    history = []
+    fit(cfg, lambda metrics, _checkpoint: history.append(metrics))
+    # Every epoch trains on all n_train images (only a last batch of one is dropped).
+    seconds = sum(cfg.train_subset / m["images_per_second"] for m in history)
+    return cfg.train_subset * len(history) / seconds
+
+
+def bench_loop(quick: bool) -> list[Figure]:
+    n, rounds = (256, 1) if quick else (1000, 5)
+    base = dict(train_subset=n, val_subset=200, epochs=1, threads=min(2, CORES))
+    arms: dict[str, Callable[[], float]] = {
+        "fit channels_last": lambda: fit_images_per_second(_recipe(**base, channels_last=True)),
+        "plain DataLoader": lambda: plain_loop_images_per_second(_recipe(**base)),
+        "fit NCHW": lambda: fit_images_per_second(_recipe(**base, channels_last=False))}
+    _say(f"[1 loop] ResNet-20, {n} Fashion-MNIST images x 1 epoch, {base['threads']} threads; {rounds} rounds "
+         f"of {' / '.join(arms)}, the order reversed every other round")
+    # Warm-up: the first training in a process pays one-off costs (oneDNN kernel set-up,
+    # allocator growth) that would otherwise be charged to whichever arm goes first.
+    for layout in (True, False):
+        fit_images_per_second(_recipe(**{**base, "train_subset": 256}, channels_last=layout))
+    measured = _rounds(arms, rounds)
+    layout = _paired_ratio(measured["fit channels_last"], measured["fit NCHW"])
+    best = "fit channels_last" if layout >= 1 else "fit NCHW"  # fit as tricktune would run it here
+    ratio = _paired_ratio(measured[best], measured["plain DataLoader"])
+    lines = [f"{best} {statistics.median(measured[best]):.0f} img/s vs plain DataLoader loop (2 workers) "
+             f"{statistics.median(measured['plain DataLoader']):.0f} img/s (medians): {ratio:.2f}x "
+             f"({_spread(measured[best], measured['plain DataLoader'])})",
+             f"channels_last on/off for fit: {layout:.2f}x "
+             f"({'helps' if layout > 1.02 else 'hurts' if layout < 0.98 else 'no difference'} on this CPU; "
+             f"{_spread(measured['fit channels_last'], measured['fit NCHW'])})"]
+    for line in lines:
+        _say("  " + line)
+    return [Figure("1. fit() vs plain DataLoader loop, images/s", f"{ratio:.2f}x", ">= 1.0x", ratio >= 1.0, lines),
+            Figure("1b. fit() channels_last on/off, images/s", f"{layout:.2f}x", "info", None)]
+
+
+def _rounds(arms: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Run every arm once per round, reversing the order every other round so a slow drift
+    of the machine's load does not always land on the same arm; prints each round."""
+    measured: dict[str, list[float]] = {name: [] for name in arms}
+    for r in range(rounds):
+        for name in (list(arms) if r % 2 == 0 else list(arms)[::-1]):
+            measured[name].append(arms[name]())
+        _say(f"  round {r + 1}: " + ", ".join(f"{name} {values[-1]:.1f}" for name, values in measured.items()))
+    return measured
+
+
+# --- 2. framework overhead ------------------------------------------------------------------
+
+_OVERHEAD_SPACE = """\
+# Question: how much does running fit() as a search trial cost (bench figure 2)?
+# Run: python -m search.bench --only overhead
+metric: val_top1
+mode: max
+fixed: {fixed}
+params:
+  lr: {{type: loguniform, low: 0.03, high: 0.3}}
+baseline:
+  lr: 0.1
+budget: {{num_samples: 1, max_epochs: {epochs}, max_concurrent: 1, cpus_per_trial: 1, gpus_per_trial: 0}}
+scheduler: none
+seed: 0
+"""
+
+
+def bench_overhead(quick: bool) -> list[Figure]:
+    from search.runner import SearchOptions, run_search
+
+    n, epochs, rounds = (256, 1, 1) if quick else (1500, 2, 2)
+    fixed = {"train_subset": n, "val_subset": 500 if not quick else 128, "device": "cpu"}
+    tmp = tempfile.mkdtemp(prefix="tricktune-bench-")
+    _start_ray()  # before run_search does, to keep the trial's own log lines off the bench's output
+    space_file = os.path.join(tmp, "bench_overhead.yaml")
+    with open(space_file, "w") as fh:
+        fh.write(_OVERHEAD_SPACE.format(fixed=fixed, epochs=epochs))
+    space = load_space(space_file)
+    # The trial's own config: the baseline point (lr 0.1) with 1 thread, as search/trial.py
+    # sets threads = cpus_per_trial (1, tricktune's default packing).
+    cfg = dataclasses.replace(space.trial_config({"lr": 0.1}), epochs=epochs, threads=1)
+    _say(f"[2 overhead] {n} images x {epochs} epochs, 1 thread each; {rounds} rounds of run_search (Ray Tune + "
+         "Optuna + MLflow, 1 trial, scheduler none) with a fit()-alone twin started when the trial starts")
+    ratios, epoch_ratios, outside, background, fixed_cost = [], [], [], [], []
+    ctx = multiprocessing.get_context("spawn")
+    try:
+        for r in range(rounds):
+            storage = os.path.join(tmp, f"ray{r}")
+            # A fresh process per round, as the trial gets a fresh Ray worker: both pay the
+            # first-training warm-up. Its imports happen before the clock, as the worker's do.
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx, initializer=_warm_worker) as pool:
+                pool.submit(time.sleep, 0).result()
+                twin_pids = set(pool._processes)
+                # Side by side, not one after the other: the twin runs the same config in a
+                # plain process during the same seconds, so whatever else loads the machine
+                # slows both alike. It starts when Ray writes the trial's params.json.
+                twin = pool.submit(_twin_fit, cfg, os.path.join(storage, "*", "run_trial_*", "params.json"))
+                cpu0, t0 = _background_cpu_seconds(twin_pids), time.perf_counter()
+                summary = run_search(SearchOptions(space=space_file, overrides={}, storage=storage,
+                                                   tracking_uri=f"sqlite:///{tmp}/mlflow.db", verbose=0))
+                wall = time.perf_counter() - t0
+                background.append(_cpu_delta(cpu0, _background_cpu_seconds(twin_pids)) / wall)
+                alone = twin.result()
+            trial = _only_trial_result(summary["results"])
+            ratios.append(trial["time_total_s"] / alone["wall"])
+            epoch_ratios.append(statistics.mean(trial["epoch_seconds"]) / statistics.mean(alone["epoch_seconds"]))
+            outside.append(((trial["time_total_s"] - sum(trial["epoch_seconds"])) / epochs,
+                            (alone["wall"] - sum(alone["epoch_seconds"])) / epochs))
+            fixed_cost.append(wall - trial["time_total_s"])
+            _say(f"  round {r + 1}: trial {trial['time_total_s']:.1f} s, fit() twin {alone['wall']:.1f} s: "
+                 f"{ratios[-1]:.3f}x; run_search call {wall:.1f} s; Ray + driver CPU "
+                 f"{background[-1]:.0%} of a core")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    paired = statistics.median(ratios)
+    # The pairing cancels load that slows both sides, and that includes Ray's own daemons
+    # and the driver's Tune loop; add their CPU back as a share of the machine's cores.
+    share = statistics.median(background) / CORES
+    whole = paired * (1 + share)
+    lines = [f"whole trial (Ray time_total_s) / fit() twin wall: {paired:.3f}x (median of {rounds} rounds), times "
+             f"1 + {share:.3f} for the CPU Ray's daemons and the driver used ({statistics.median(background):.0%} "
+             f"of one of {CORES} cores) = {whole:.3f}x  <- the figure: a trial-epoch's wall time in a search, "
+             "everything the framework adds included",
+             f"per epoch, training + validation only (trial's epoch_seconds / twin's): "
+             f"{statistics.median(epoch_ratios):.3f}x",
+             f"outside the epochs, per epoch (data, model, checkpoints, report): trial "
+             f"{statistics.median(o[0] for o in outside):.2f} s, fit() {statistics.median(o[1] for o in outside):.2f} s",
+             f"once per search, outside the trial (Tuner and trial start-up, MLflow runs, summary): "
+             f"{statistics.median(fixed_cost):.1f} s; Ray itself was started once before"]
+    for line in lines:
+        _say("  " + line)
+    return [Figure("2. trial-epoch in a search vs fit() alone, wall time", f"{whole:.3f}x", "<= 1.05x",
+                   whole <= 1.05, lines),
+            Figure("2b. same, training epoch_seconds only", f"{statistics.median(epoch_ratios):.3f}x", "info", None)]
+
+
+def _twin_fit(cfg: TrainConfig, started_glob: str, timeout: float = 300) -> dict:
+    """In a pool process: wait until a file matching ``started_glob`` appears, then run fit()."""
+    import glob
+
+    deadline = time.monotonic() + timeout
+    while not glob.glob(started_glob):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the trial never started: no {started_glob} after {timeout} s")
+        time.sleep(0.05)
+    history = []
+    t0 = time.perf_counter()
+    fit(cfg, lambda metrics, _checkpoint: history.append(metrics))
+    return {"wall": time.perf_counter() - t0, "epoch_seconds": [m["epoch_seconds"] for m in history]}
+
+
+def _only_trial_result(exp_path: str) -> dict:
+    """The single trial's last result, and every epoch's epoch_seconds, from Ray's result.json."""
+    import glob
+    import json
+
+    (trial_dir,) = [d for d in glob.glob(os.path.join(exp_path, "*")) if os.path.isfile(os.path.join(d, "result.json"))]
+    with open(os.path.join(trial_dir, "result.json")) as fh:
+        results = [json.loads(line) for line in fh if line.strip()]
+    return {**results[-1], "epoch_seconds": [r["epoch_seconds"] for r in results]}
+
+
+def _background_cpu_seconds(exclude: set[int]) -> dict[int, float]:
+    """CPU seconds so far of this process and its descendants (Ray's GCS, raylet, agents,
+    dashboard, monitors), leaving out Ray's worker processes, which run the trial, and
+    ``exclude``. Linux /proc; empty elsewhere, which counts as no background."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    procs = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                after_name = fh.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmdline = fh.read().decode(errors="replace")
+        except OSError:  # the process ended while we looked
+            continue
+        # Fields after "(name)": state, ppid, ..., utime at 11, stime at 12 (proc(5)).
+        procs[int(entry)] = (int(after_name[1]), (int(after_name[11]) + int(after_name[12])) / tick, cmdline)
+    ours, frontier = {os.getpid()}, [os.getpid()]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, (ppid, _cpu, _cmd) in procs.items() if ppid == parent and pid not in exclude]
+        ours.update(children)
+        frontier += children
+    workers = ("ray::ImplicitFunc", "ray::IDLE", "ray::run_trial")
+    return {pid: procs[pid][1] for pid in ours if pid in procs and not procs[pid][2].startswith(workers)}
+
+
+def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    # Processes alive at both ends: the daemons and the driver (a worker that became the
+    # trial between the two looks would otherwise count as background).
+    return sum(after[pid] - before[pid] for pid in before if pid in after)
+
+
+# --- 3. search efficiency ------------------------------------------------------------------
+
+
+def epochs_to_find(results: list[tuple[str, int, float]], max_epochs: int, target: float) -> tuple[int, bool]:
+    """Trial-epochs spent when the first trial that finished all ``max_epochs`` with val_top1 >=
+    ``target`` reported it. ``results`` = (trial, epoch, val_top1) in the order the driver got
+    them, so every epoch any trial trained before that moment counts, stopped trials included.
+    Not found: (all epochs spent, False) -- a lower bound on the true cost."""
+    for spent, (_trial, epoch, value) in enumerate(results, 1):
+        if epoch >= max_epochs and value >= target:
+            return spent, True
+    return len(results), False
+
+
+def best_final(results: list[tuple[str, int, float]], max_epochs: int) -> float:
+    return max((v for _t, e, v in results if e >= max_epochs), default=float("nan"))
+
+
+def _run_tune(space, method: str, seed: int, storage: str) -> list[tuple[str, int, float]]:
+    """One real Ray Tune search; returns every result as (trial, epoch, val_top1) in arrival order."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search.domains import param_space
+    from search.runner import _scheduler, _trainable
+
+    class ResultLog(tune.Callback):
+        def __init__(self):
+            self.results = []
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.results.append((trial.trial_id, int(result["epoch"]), float(result["val_top1"])))
+
+    if method == "asha_tpe":
+        # search.runner._searcher's TPE, minus its baseline point: tricktune evaluates the
+        # recipe first, which would measure how good the default is, not the search.
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                             n_startup_trials=max(2, min(5, space.num_samples // 3)))
+        searcher, scheduler = OptunaSearch(sampler=sampler), _scheduler(space)
+    else:
+        # Tune ignores max_concurrent_trials for a variant generator; the 2 CPUs at 1 per
+        # trial still cap it at 2 at a time, as for ASHA.
+        searcher, scheduler = BasicVariantGenerator(random_state=seed), FIFOScheduler()
+    log = ResultLog()
+    tuner = tune.Tuner(
+        _trainable(space), param_space=param_space(space),
+        tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, search_alg=searcher, scheduler=scheduler,
+                                    num_samples=space.num_samples, max_concurrent_trials=space.max_concurrent,
+                                    # Saves a worker start-up per trial; trial-epochs, the measure, are unchanged.
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(name=f"{method}-{seed}", storage_path=storage, callbacks=[log], verbose=0))
+    tuner.fit()
+    return log.results
+
+
+def bench_search(quick: bool) -> list[Figure]:
+    if quick:
+        fixed = {"train_subset": 128, "val_subset": 64, "batch_size": 32, "image_size": 16}
+        samples, max_epochs, seeds = 2, 2, [0]
+    else:
+        # Sized to take ~5 min of an idle 2-core machine: 16-px images cost a third of
+        # 28-px ones; 1,024 images at batch 64 are 16 steps per epoch, enough for the LR
+        # and weight decay to show within 4 epochs; 500 validation images put val_top1 on
+        # a 0.2-point grid, finer than the 0.5-point target. 9 trials: 3 random TPE
+        # start-up trials, then 6 TPE proposals.
+        fixed = {"train_subset": 1024, "val_subset": 500, "batch_size": 64, "image_size": 16}
+        samples, max_epochs, seeds = 9, 4, [0, 1, 2]
+    space = load_space("lr").override(fixed={**fixed, "device": "cpu"}, num_samples=samples, max_epochs=max_epochs,
+                                      grace_period=1, reduction_factor=3, max_concurrent=2, cpus_per_trial=1,
+                                      scheduler="asha")
+    tolerance = 0.5
+    _say(f"[3 search] space lr (lr x weight_decay), {fixed['train_subset']} images at {fixed['image_size']} px, "
+         f"{samples} trials x {max_epochs} epochs, 2 at a time x 1 thread; ASHA (grace 1, factor 3) + TPE vs "
+         f"random search run to the end, both real Ray Tune searches; seeds {seeds}")
+    tmp = tempfile.mkdtemp(prefix="tricktune-bench-")
+    per_seed, lines, first_vs_final = [], [], []
+    _start_ray()
+    try:
+        for seed in seeds:
+            asha = _run_tune(space, "asha_tpe", seed, tmp)
+            rand = _run_tune(space, "random", seed, tmp)
+            best = max(best_final(asha, max_epochs), best_final(rand, max_epochs))
+            a_cost, a_found = epochs_to_find(asha, max_epochs, best - tolerance)
+            r_cost, r_found = epochs_to_find(rand, max_epochs, best - tolerance)
+            per_seed.append((a_cost, a_found, r_cost, r_found))
+            first_vs_final += _first_and_final(rand, max_epochs)
+            finished = sum(e >= max_epochs for _t, e, _v in asha)
+            # A method that never got there spent at least everything it ran: its count is a lower bound.
+            bound = "" if a_found == r_found else "<=" if not a_found else ">="
+            line = (f"seed {seed}: best final val_top1 {best:.1f}; trial-epochs until a trial finished within "
+                    f"{tolerance} of it: ASHA+TPE {'' if a_found else 'never, >='}{a_cost} (spent {len(asha)}, "
+                    f"{finished} of {samples} trials finished), random {'' if r_found else 'never, >='}{r_cost} "
+                    f"(spent {len(rand)}): {bound}{r_cost / a_cost:.2f}x fewer")
+            lines.append(line)
+            _say("  " + line)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    asha_mean = statistics.mean(p[0] for p in per_seed)
+    random_mean = statistics.mean(p[2] for p in per_seed)
+    ratio = random_mean / asha_mean
+    # Where ASHA+TPE never got there its count is a lower bound, so the ratio is an upper bound.
+    bound = "<=" if not all(p[1] for p in per_seed) else ""
+    rho = _spearman(*zip(*first_vs_final)) if len(first_vs_final) > 2 else float("nan")
+    lines += [f"mean over {len(seeds)} seeds: ASHA+TPE {asha_mean:.1f} vs random {random_mean:.1f} trial-epochs: "
+              f"{bound}{ratio:.2f}x fewer",
+              f"how well epoch {space.grace_period} (ASHA's first cut) predicts the final ranking, over random "
+              f"search's {len(first_vs_final)} full trials: Spearman {rho:.2f}"]
+    for line in lines[-2:]:
+        _say("  " + line)
+    return [Figure("3. ASHA+TPE vs random, trial-epochs to a near-best config", f"{bound}{ratio:.2f}x fewer",
+                   ">= 3x fewer", ratio >= 3.0 and not bound, lines)]
+
+
+def _first_and_final(results: list[tuple[str, int, float]], max_epochs: int) -> list[tuple[float, float]]:
+    """(epoch-1 val_top1, final val_top1) of every trial that finished."""
+    first = {t: v for t, e, v in results if e == 1}
+    return [(first[t], v) for t, e, v in results if e >= max_epochs and t in first]
+
+
+def _spearman(xs, ys) -> float:
+    """Rank correlation, ties given their average rank (many bad trials sit at exactly 10.0 %)."""
+    def ranks(values):
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        out = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2
+            i = j + 1
+        return out
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = statistics.mean(rx), statistics.mean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    norm = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    return cov / norm if norm else float("nan")
+
+
+# --- 4. trial packing ----------------------------------------------------------------------
+
+
+def _warm_worker() -> None:
+    import trainable.loop  # noqa: F401 - pays the torch import before the clock starts
+
+
+def _packed_trial(cfg: TrainConfig) -> int:
+    fit(cfg)
+    return cfg.epochs
+
+
+def _trial_epochs_per_minute(pool, cfgs: list[TrainConfig], concurrent: int) -> float:
+    t0 = time.perf_counter()
+    epochs = 0
+    for i in range(0, len(cfgs), concurrent):
+        epochs += sum(f.result() for f in [pool.submit(_packed_trial, c) for c in cfgs[i:i + concurrent]])
+    return 60 * epochs / (time.perf_counter() - t0)
+
+
+def bench_packing(quick: bool) -> list[Figure]:
+    n, rounds = (128, 1) if quick else (800, 3)
+    base = dict(train_subset=n, val_subset=200 if not quick else 64, epochs=1)
+    # Each arrangement runs the same two whole small trials (data, model, 1 epoch, validation).
+    arrangements = {"1 trial x 2 threads, one at a time": (1, 2),
+                    "2 trials x 1 thread at once": (2, 1),
+                    "2 trials x 2 threads at once": (2, 2)}
+    _say(f"[4 packing] 2 trials of {n} images x 1 epoch per arrangement on {CORES} cores, trial-epochs per "
+         f"minute; {rounds} rounds")
+    ctx = multiprocessing.get_context("spawn")  # a fresh torch per worker, as Ray's workers have
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx, initializer=_warm_worker) as pool:
+        list(pool.map(time.sleep, [0.5, 0.5]))  # start both workers (and their imports) before the clock
+        measured = _rounds({name: (lambda c=c, t=t: _trial_epochs_per_minute(
+            pool, [_recipe(**base, threads=t, seed=s) for s in range(2)], c))
+            for name, (c, t) in arrangements.items()}, rounds)
+    sequential, packed, oversubscribed = (measured[k] for k in arrangements)
+    ratio = _paired_ratio(packed, sequential)
+    over = _paired_ratio(oversubscribed, sequential)
+    lines = [f"2 trials x 1 thread / 1 trial x 2 threads: {ratio:.2f}x trial-epochs per minute "
+             f"({_spread(packed, sequential)})",
+             f"2 trials x 2 threads / 1 trial x 2 threads: {over:.2f}x (more threads than cores; "
+             f"{_spread(oversubscribed, sequential)})",
+             "tricktune runs 2 trials x 1 thread: spaces' budget cpus_per_trial 1 and max_concurrent 2, and "
+             "search/trial.py sets torch threads = cpus_per_trial"]
+    for line in lines:
+        _say("  " + line)
+    return [Figure("4. packed 2 trials x 1 thread vs 1 x 2 threads, trial-epochs/min", f"{ratio:.2f}x",
+                   ">= 1.0x", ratio >= 1.0, lines),
+            Figure("4b. 2 trials x 2 threads (oversubscribed) vs 1 x 2 threads", f"{over:.2f}x", "info", None)]
+
+
+# --- 5. GPU --------------------------------------------------------------------------------
+
+
+def train_images_per_second(model: torch.nn.Module, batch: int, size: int, channels: int, classes: int,
+                            steps: int, device: str, warmup: int = 3) -> float:
+    """Training images/s on synthetic data: bf16 autocast, channels_last, SGD, cross-entropy."""
+    model = model.to(device).to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(batch, channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, classes, (batch,), device=device)
+
+    def step():
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):  # cuDNN autotuning and allocator growth happen here, not in the timing
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return batch * steps / (time.perf_counter() - t0)
+
+
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def cifar_epoch_seconds(device: str, n: int = 50_000, batch: int = 512, size: int = 32) -> float:
+    """One epoch of tricktune's small-stem ResNet-18 over ``n`` synthetic CIFAR-size images held
+    on ``device`` (uint8, normalised per batch as the memory path does); bf16, channels_last."""
+    cfg = _recipe(model="resnet18", device=device)
+    model = build_model(cfg, 10, 3, size).to(device).to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 10, (n,), device=device)
+
+    def step(index):
+        x = (images[index].float() / 255 - 0.5).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), labels[index])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step(torch.arange(batch, device=device))
+    _sync(device)
+    t0 = time.perf_counter()
+    order = torch.randperm(n, device=device)
+    for start in range(0, n, batch):
+        step(order[start:start + batch])
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def bench_gpu(quick: bool) -> list[Figure]:
+    if not torch.cuda.is_available():
+        _say("GPU: skipped (no CUDA device)")
+        return [Figure("5. GPU: ResNet-50 224 px bf16 images/s vs A100 reference", "skipped (no CUDA device)",
+                       f">= {A100_RESNET50_IMAGES_PER_SECOND} img/s", None)]
+    import torchvision
+
+    gpu = torch.cuda.get_device_name()
+    steps = 5 if quick else 50
+    r50 = train_images_per_second(torchvision.models.resnet50(), batch=256 if not quick else 32, size=224,
+                                  channels=3, classes=1000, steps=steps, device="cuda")
+    ratio = r50 / A100_RESNET50_IMAGES_PER_SECOND
+    epoch = cifar_epoch_seconds("cuda", n=50_000 if not quick else 2048)
+    lines = [f"GPU: {gpu}",
+             f"ResNet-50 224 px, batch 256, bf16, channels_last, synthetic: {r50:.0f} img/s = {ratio:.2f}x NVIDIA's "
+             f"{A100_RESNET50_IMAGES_PER_SECOND} img/s on one A100 (mixed precision, DALI; theirs is an A100, "
+             "so compare like with like)",
+             f"CIFAR-size ResNet-18 (small stem), 50,000 synthetic 32 px images on the GPU, batch 512, bf16: "
+             f"{epoch:.1f} s/epoch"]
+    for line in lines:
+        _say("  " + line)
+    return [Figure(f"5. GPU ({gpu}): ResNet-50 224 px bf16 vs A100 reference", f"{r50:.0f} img/s ({ratio:.2f}x)",
+                   f">= {A100_RESNET50_IMAGES_PER_SECOND} img/s", ratio >= 1.0, lines),
+            Figure(f"5b. GPU ({gpu}): CIFAR-10-size ResNet-18 epoch", f"{epoch:.1f} s", "info", None)]
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+# Ray-free figures first: Ray's background processes would add noise to their timings.
+BENCHES: dict[str, Callable[[bool], list[Figure]]] = {
+    "loop": bench_loop, "packing": bench_packing, "gpu": bench_gpu, "overhead": bench_overhead, "search": bench_search}
+
+
+def table(figures: list[Figure]) -> str:
+    rows = ["| figure | measured | goal | result |", "|---|---|---|---|"]
+    rows += [f"| {f.name} | {f.measured} | {f.goal} | {f.verdict} |" for f in sorted(figures, key=lambda f: f.name)]
+    return "\n".join(rows)
+
+
+def write_report(path: str, figures: list[Figure], seconds: float, quick: bool) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    details = [f"- {line}" for f in sorted(figures, key=lambda f: f.name) for line in f.details]
+    with open(path, "w") as fh:
+        fh.write(f"# tricktune benchmark{' (--quick: checks the code, not the speed)' if quick else ''}\n\n"
+                 f"`python -m search.bench` on {_dt.datetime.now():%Y-%m-%d %H:%M}, {CORES} CPU cores "
+                 f"({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+                 f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}; "
+                 f"total {seconds / 60:.1f} min, load average {_load()}. Each ratio compares two things run alternately in this one "
+                 "run (medians), so a busy machine slows both sides alike.\n\n"
+                 f"{table(figures)}\n\n## Details\n\n" + "\n".join(details) + "\n")
+
+
+def _load() -> str:
+    # Other jobs on the machine slow every figure; the load average says how busy it was.
+    return f"{os.getloadavg()[0]:.1f} on {CORES} cores" if hasattr(os, "getloadavg") else "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m search.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="seconds-long versions: check the code, not the speed")
+    parser.add_argument("--only", choices=list(BENCHES), action="append", help="run only this figure (repeatable)")
+    parser.add_argument("--report", help=f"write the table here (default {os.path.relpath(REPORT_PATH)} for a "
+                                         "full run of every figure; a --quick or --only run writes none)")
+    args = parser.parse_args(argv)
+
+    t0 = time.perf_counter()
+    _say(f"tricktune bench{' --quick' if args.quick else ''}: load average {_load()} at the start")
+    figures, errors = [], []
+    for name in args.only or list(BENCHES):
+        try:
+            figures += BENCHES[name](args.quick)
+        except Exception as err:  # noqa: BLE001 - one broken figure must not hide the others
+            errors.append(name)
+            figures.append(Figure(f"{name}: ERROR", f"{type(err).__name__}: {err}"[:200], "-", False))
+            print(f"[{name}] failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+    _stop_ray()
+    seconds = time.perf_counter() - t0
+    _say(f"\n{table(figures)}\n\ntotal {seconds / 60:.1f} min, load average {_load()} at the end"
+         + (" (--quick)" if args.quick else ""))
+    short = [f.name for f in figures if f.passed is False]
+    if short:
+        _say("FALL SHORT: " + "; ".join(short) + " (details above)")
+    report = args.report or (REPORT_PATH if not args.quick and not args.only else None)
+    if report:
+        write_report(report, figures, seconds, args.quick)
+        _say(f"table written to {report}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The benchmark's code works and prints its lines; its numbers are not checked (see search/bench.py)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from search import bench
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_epochs_to_find_counts_every_reported_epoch_until_a_finished_near_best_trial():
+    results = [("a", 1, 50.0), ("b", 1, 60.0), ("a", 2, 70.0),  # a finished, 1.0 below the best
+               ("b", 2, 71.0)]  # b finished: the best
+    assert bench.best_final(results, max_epochs=2) == 71.0
+    assert bench.epochs_to_find(results, max_epochs=2, target=70.5) == (4, True)
+    assert bench.epochs_to_find(results, max_epochs=2, target=69.5) == (3, True)
+    # An unfinished trial never counts, however good its early epoch.
+    assert bench.epochs_to_find([("c", 1, 99.0)], max_epochs=2, target=50.0) == (1, False)
+
+
+def test_table_marks_each_figure():
+    figures = [bench.Figure("2. b", "1.10x", "<= 1.05x", False), bench.Figure("1. a", "1.20x", ">= 1.0x", True),
+               bench.Figure("1b. c", "0.90x", "info", None),
+               bench.Figure("5. gpu", "skipped (no CUDA device)", ">= 2470 img/s", None)]
+    rows = bench.table(figures).splitlines()
+    assert rows[0] == "| figure | measured | goal | result |"
+    assert rows[2:] == ["| 1. a | 1.20x | >= 1.0x | PASS |", "| 1b. c | 0.90x | info | info |",
+                        "| 2. b | 1.10x | <= 1.05x | FALL SHORT |",
+                        "| 5. gpu | skipped (no CUDA device) | >= 2470 img/s | skipped |"]
+
+
+def test_quick_loop_and_gpu_print_their_lines_and_write_the_table(capsys, tmp_path):
+    report = tmp_path / "bench.md"
+    assert bench.main(["--quick", "--only", "loop", "--only", "gpu", "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "fit() vs plain DataLoader loop" in out and "channels_last on/off for fit" in out
+    if not torch.cuda.is_available():
+        assert "GPU: skipped (no CUDA device)" in out
+    assert "| figure | measured | goal | result |" in out and "total " in out
+    text = report.read_text()
+    assert "| 1. fit() vs plain DataLoader loop, images/s |" in text and "--quick" in text
+
+
+def test_plain_loop_trains_on_the_same_images():
+    cfg = bench._recipe(train_subset=64, val_subset=32, batch_size=32, epochs=1, threads=1)
+    assert bench.plain_loop_images_per_second(cfg, num_workers=0) > 0
+
+
+@pytest.mark.slow  # ~170 s on 2 CPU cores: ResNet-50 steps at 224 px
+def test_gpu_measurements_run_on_the_cpu_too():
+    # The GPU figure only runs where CUDA is; its two measurements are device-agnostic, so
+    # check them here on a sliver (bf16 autocast and channels_last exist on the CPU).
+    import torchvision
+
+    assert bench.train_images_per_second(torchvision.models.resnet18(num_classes=10), batch=2, size=32,
+                                         channels=3, classes=10, steps=1, device="cpu", warmup=1) > 0
+    assert bench.cifar_epoch_seconds("cpu", n=64, batch=32) > 0
+
+
+def test_quick_packing_prints_the_three_arrangements(capsys):
+    assert bench.main(["--quick", "--only", "packing"]) == 0
+    out = capsys.readouterr().out
+    assert "2 trials x 1 thread / 1 trial x 2 threads" in out and "tricktune runs 2 trials x 1 thread" in out
+
+
+@pytest.mark.slow
+def test_quick_ray_figures_run_a_real_search():
+    # A subprocess: the figures start and stop Ray, which must not leak into other tests.
+    run = subprocess.run([sys.executable, "-m", "search.bench", "--quick", "--only", "overhead", "--only", "search"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "whole trial (Ray time_total_s) / fit() wall" in run.stdout
+    assert "trial-epochs until a finished trial within 0.5" in run.stdout
+    assert "| 3. ASHA+TPE vs random, trial-epochs to a near-best config |" in run.stdout

@@ -219,6 +219,7 @@ class MlflowTracker(tune.Callback):
         self.baseline_key = baseline_key
         self.writer: MlflowWriter | None = None
         self.trial_status: dict[str, str] = {}
+        self.last_epoch: dict[str, int] = {}  # per trial, the newest epoch sent to MLflow
 
     def __getstate__(self):  # Ray pickles callbacks into the experiment state for restore
         state = dict(self.__dict__)
@@ -271,6 +272,13 @@ class MlflowTracker(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._ensure_started(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step <= self.last_epoch.get(trial.trial_id, 0):
+            # A retried trial replays the epochs after its last checkpoint Ray had registered:
+            # a worker that dies between saving a checkpoint and Ray recording it (a node lost,
+            # the OOM killer) restarts one checkpoint earlier, or from scratch. The replay is
+            # the same training (every epoch is seeded by (seed, epoch)), so log each epoch once.
+            return
+        self.last_epoch[trial.trial_id] = step
         ts = int(time.time() * 1000)
         metrics = [(k, v, ts, step) for k, v in result.items()
                    if k in _METRIC_KEYS and isinstance(v, (int, float)) and v == v]

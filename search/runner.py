@@ -14,8 +14,10 @@ import glob
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 
 import mlflow
@@ -185,12 +187,18 @@ def init_ray(dashboard: bool) -> None:
     if dashboard:
         # 127.0.0.1 only: the dashboard and its job API run code for whoever can reach them.
         kwargs.update(dashboard_host=os.environ.get("TRICKTUNE_DASHBOARD_HOST", "127.0.0.1"), dashboard_port=8265)
+    # ray.init replaces the caller's SIGTERM handler with its own sys.exit (and Ray's C++ core
+    # logs and dies on SIGTERM): a SIGTERM then killed the search with no summary and runs left
+    # open. Put back the handler the command line set (SIGTERM = Ctrl-C, a graceful stop).
+    sigterm = signal.getsignal(signal.SIGTERM)
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, **{k: v for k, v in kwargs.items() if not k.startswith("dashboard")
                                       and k != "include_dashboard"})
     else:
         ray.init(**kwargs)
+    if callable(sigterm) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm)
 
 
 def run_search(opts: SearchOptions):

@@ -260,7 +260,7 @@ seed: 0
 def bench_overhead(quick: bool) -> list[Figure]:
     from search.runner import SearchOptions, run_search
 
-    n, epochs, rounds = (256, 1, 1) if quick else (1500, 2, 2)
+    n, epochs, rounds = (256, 1, 1) if quick else (1500, 3, 2)
     fixed = {"train_subset": n, "val_subset": 500 if not quick else 128, "device": "cpu"}
     tmp = tempfile.mkdtemp(prefix="tricktune-bench-")
     _start_ray()  # before run_search does, to keep the trial's own log lines off the bench's output
@@ -300,8 +300,8 @@ def bench_overhead(quick: bool) -> list[Figure]:
                             (alone["wall"] - sum(alone["epoch_seconds"])) / epochs))
             fixed_cost.append(wall - trial["time_total_s"])
             _say(f"  round {r + 1}: trial {trial['time_total_s']:.1f} s, fit() twin {alone['wall']:.1f} s: "
-                 f"{ratios[-1]:.3f}x; run_search call {wall:.1f} s; Ray + driver CPU "
-                 f"{background[-1]:.0%} of a core")
+                 f"{ratios[-1]:.3f}x; epochs {_seconds(trial['epoch_seconds'])} vs {_seconds(alone['epoch_seconds'])}; "
+                 f"run_search call {wall:.1f} s; Ray + driver CPU {background[-1]:.0%} of a core")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     paired = statistics.median(ratios)
@@ -324,6 +324,10 @@ def bench_overhead(quick: bool) -> list[Figure]:
     return [Figure("2. trial-epoch in a search vs fit() alone, wall time", f"{whole:.3f}x", "<= 1.05x",
                    whole <= 1.05, lines),
             Figure("2b. same, training epoch_seconds only", f"{statistics.median(epoch_ratios):.3f}x", "info", None)]
+
+
+def _seconds(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.1f}" for v in values) + "] s"
 
 
 def _twin_fit(cfg: TrainConfig, started_glob: str, timeout: float = 300) -> dict:
@@ -551,7 +555,7 @@ def _trial_epochs_per_minute(pool, cfgs: list[TrainConfig], concurrent: int) -> 
 
 
 def bench_packing(quick: bool) -> list[Figure]:
-    n, rounds = (128, 1) if quick else (800, 3)
+    n, rounds = (128, 1) if quick else (600, 3)
     base = dict(train_subset=n, val_subset=200 if not quick else 64, epochs=1)
     # Each arrangement runs the same two whole small trials (data, model, 1 epoch, validation).
     arrangements = {"1 trial x 2 threads, one at a time": (1, 2),
@@ -711,8 +715,10 @@ def main(argv: list[str] | None = None) -> int:
     _say(f"tricktune bench{' --quick' if args.quick else ''}: load average {_load()} at the start")
     figures, errors = [], []
     for name in args.only or list(BENCHES):
+        started = time.perf_counter()
         try:
             figures += BENCHES[name](args.quick)
+            _say(f"  ({name} took {(time.perf_counter() - started) / 60:.1f} min)")
         except Exception as err:  # noqa: BLE001 - one broken figure must not hide the others
             errors.append(name)
             figures.append(Figure(f"{name}: ERROR", f"{type(err).__name__}: {err}"[:200], "-", False))

@@ -56,6 +56,7 @@ class MlflowWriter:
         self._thread: threading.Thread | None = None
         self._client = MlflowClient(tracking_uri)
         self.last_error: str | None = None
+        self._close_timeout = 30.0
 
     # -- producer side (driver thread) ------------------------------------------------
     def start(self) -> None:
@@ -67,13 +68,24 @@ class MlflowWriter:
         self._queue.put(op)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Send what is queued (retrying for up to ``timeout`` s), spool the rest to disk."""
+        """Send what is queued (retrying for up to ``timeout`` s), spool the rest to disk.
+
+        The writer thread does the final flush itself, so two threads never apply the same
+        backlog; the sentinel wakes it at once (no waiting for its 1-s tick)."""
+        self._close_timeout = timeout
         if self._thread is not None:
             self._queue.put(None)
-            self._thread.join(timeout)
+            self._thread.join(timeout + 30)  # + one slow request in flight (an artifact upload)
+            if self._thread.is_alive():
+                print("[tricktune] the MLflow writer did not finish in time; records still queued may be "
+                      f"missing: check the runs or {self.pending_path or PENDING_FILE}", file=sys.stderr)
             self._thread = None
+            return
+        self._finish()
+
+    def _finish(self) -> None:
         self._drain_queue()
-        self._flush(deadline=time.monotonic() + (timeout if self._backlog else 0))
+        self._flush(deadline=time.monotonic() + (self._close_timeout if self._backlog else 0))
         if self._backlog:
             self._spool()
 
@@ -84,20 +96,24 @@ class MlflowWriter:
                 op = self._queue.get(timeout=1.0)
             except queue.Empty:
                 op = _Op("tick", "")  # wake up to retry a backlog left by an outage
-            if op is None:
-                return
-            if op.kind != "tick":
+            if op is not None and op.kind != "tick":
                 self._backlog.append(op)
-            self._drain_queue()
+            if op is None or self._drain_queue():  # close(): send everything, then stop
+                self._finish()
+                return
             self._flush(deadline=0)
 
-    def _drain_queue(self) -> None:
+    def _drain_queue(self) -> bool:
+        """Move queued ops to the backlog; True when close()'s sentinel was among them."""
+        closing = False
         while True:
             try:
                 op = self._queue.get_nowait()
             except queue.Empty:
-                return
-            if op is not None:
+                return closing
+            if op is None:
+                closing = True
+            else:
                 self._backlog.append(op)
 
     def _flush(self, deadline: float) -> None:

@@ -290,7 +290,7 @@ def run_search(opts: SearchOptions):
     interrupted = True
     try:
         results = tuner.fit()
-        interrupted = _unfinished(results, space)
+        interrupted = _unfinished(results, space, tracker)
         summary = summarize(results, space, tracker, state, exp_path, tracking_uri)
     finally:
         # The closing records go through the tracker's queue like every trial record: if
@@ -312,11 +312,23 @@ def _experiment_id(client: MlflowClient, space_name: str) -> str:
     return client.create_experiment(experiment_name(space_name))
 
 
-def _unfinished(results, space) -> bool:
+def _unfinished(results, space, tracker: MlflowTracker) -> bool:
     """True when the budget is not spent: fewer trials than planned, or some not ended."""
     expected = space.num_samples * _grid_size(space)
     trials = results._experiment_analysis.trials  # Ray's own trial states; no public accessor in 2.x
-    return len(trials) < expected or any(t.status not in ("TERMINATED", "ERROR") for t in trials)
+    if len(trials) < expected:
+        return True
+    for t in trials:
+        if t.status == "ERROR":
+            continue
+        if t.status != "TERMINATED":
+            return True
+        # On Ctrl-C, Ray's clean-up marks every live trial TERMINATED too (one whose worker
+        # was still starting included), without on_trial_complete. Those are the trials this
+        # process saw start but never saw end, and those that never reported an epoch.
+        if tracker.trial_status.get(t.trial_id) == "RUNNING" or not (t.last_result or {}).get("epoch"):
+            return True
+    return False
 
 
 def _grid_size(space) -> int:

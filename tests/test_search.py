@@ -145,3 +145,30 @@ def test_interrupted_search_resumes_with_every_trial_recorded_once(tmp_path, sig
                                                                                            "stopped_early")
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_top1")]
         assert sorted(steps) == list(range(1, int(run.data.tags["epochs_run"]) + 1))  # no epoch twice
+
+
+def test_a_trial_terminated_by_ctrl_c_counts_as_unfinished():
+    # Ray's clean-up after Ctrl-C marks live trials TERMINATED without on_trial_complete; a
+    # search once printed a normal summary (no INTERRUPTED, no RESUME hint) because of it.
+    # The other cases are covered end to end by the slow interrupt tests above.
+    from types import SimpleNamespace
+
+    from search.runner import _unfinished
+    from spaces import load_space
+
+    space = load_space("baseline").override(num_samples=3)
+    tracker = SimpleNamespace(trial_status={"done": "FINISHED", "live": "RUNNING"})
+
+    def grid(*trials):
+        return SimpleNamespace(_experiment_analysis=SimpleNamespace(trials=list(trials)))
+
+    done = SimpleNamespace(trial_id="done", status="TERMINATED", last_result={"epoch": 6})
+    failed = SimpleNamespace(trial_id="failed", status="ERROR", last_result={})
+    from_before = SimpleNamespace(trial_id="old", status="TERMINATED", last_result={"epoch": 2})  # a resumed search's
+    live = SimpleNamespace(trial_id="live", status="TERMINATED", last_result={"epoch": 2})
+    starting = SimpleNamespace(trial_id="starting", status="TERMINATED", last_result={})
+    pending = SimpleNamespace(trial_id="pending", status="PENDING", last_result={})
+    assert not _unfinished(grid(done, failed, from_before), space, tracker)
+    assert _unfinished(grid(done, failed), space, tracker)  # fewer trials than the budget
+    for unfinished in (live, starting, pending):
+        assert _unfinished(grid(done, failed, unfinished), space, tracker)

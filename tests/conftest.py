@@ -25,3 +25,20 @@ TINY = {
 def tiny():
     """A flat config dict (the form a search space produces) for a seconds-long real run."""
     return dict(TINY)
+
+
+def tiny_space_yaml(question: str, params: dict, *, samples: int, epochs: int, train_subset: int = 256,
+                    fixed: dict | None = None, grace_period: int = 1, max_concurrent: int = 2,
+                    cpus_per_trial: float = 1, scheduler: str = "asha", **sections) -> str:
+    """The text of a seconds-per-trial search space for the end-to-end tests (search, report,
+    faults): the embedded images shrunk as in TINY, the rest as a space file writes it.
+    ``sections``: further top-level keys, e.g. ``baseline`` or ``variants``."""
+    import yaml
+
+    doc = {"metric": "val_top1", "mode": "max",
+           "fixed": {"train_subset": train_subset, "val_subset": 128, "batch_size": 64, **(fixed or {})},
+           "params": params, **sections,
+           "budget": {"num_samples": samples, "max_epochs": epochs, "grace_period": grace_period,
+                      "reduction_factor": 3, "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial},
+           "scheduler": scheduler, "seed": 0}
+    return f"# Question: {question}\n# Run: python -m search <this file>\n" + yaml.safe_dump(doc, sort_keys=False)

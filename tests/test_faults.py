@@ -25,37 +25,21 @@ import uuid
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import tiny_space_yaml
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 
 pytestmark = pytest.mark.slow
 
-SPACE = """\
-# Question: {question}
-metric: val_top1
-mode: max
-fixed:
-  train_subset: {train_subset}
-  val_subset: 128
-  batch_size: 64
-{fixed}params:
-{params}
-{baseline}budget:
-  num_samples: {samples}
-  max_epochs: {epochs}
-  grace_period: {epochs}
-  max_concurrent: 2
-  cpus_per_trial: 1
-scheduler: none
-seed: 0
-"""
-MIXUP = "  mixup_alpha: {type: uniform, low: 0.0, high: 1.0}"
+MIXUP = {"mixup_alpha": {"type": "uniform", "low": 0.0, "high": 1.0}}
 
 
-def write_space(tmp_path, question, params=MIXUP, samples=2, epochs=2, train_subset=512, fixed="", baseline=""):
+def write_space(tmp_path, question, params=MIXUP, samples=2, epochs=2, train_subset=512, **sections):
+    # No early stopping: each fault test controls which trial fails and when.
     path = tmp_path / "faults.yaml"
-    path.write_text(SPACE.format(question=question, params=params, samples=samples, epochs=epochs,
-                                 train_subset=train_subset, fixed=fixed, baseline=baseline))
+    path.write_text(tiny_space_yaml(question, params, samples=samples, epochs=epochs, train_subset=train_subset,
+                                    grace_period=epochs, scheduler="none", **sections))
     return path
 
 
@@ -198,8 +182,8 @@ def test_diverging_trial_stops_itself_and_is_recorded_failed(tmp_path):
     # lr 1e10 makes the loss NaN within the first epoch (1e6 only reaches ~1e27 there on this
     # data); the baseline (lr 0.05) runs first, TPE (seed 0) draws both values for the rest.
     space = write_space(tmp_path, "does a diverging trial stop itself?", samples=3, epochs=2, train_subset=256,
-                        params="  lr: {type: choice, values: [0.05, 1.0e10]}",
-                        fixed="  weight_decay: 0.0\n  schedule: constant\n", baseline="baseline:\n  lr: 0.05\n")
+                        params={"lr": {"type": "choice", "values": [0.05, 1.0e10]}},
+                        fixed={"weight_decay": 0.0, "schedule": "constant"}, baseline={"lr": 0.05})
     proc = start_search(space, tmp_path, sqlite_uri(tmp_path))
     output = finish(proc, tmp_path)
     assert proc.returncode == 0, output[-3000:]

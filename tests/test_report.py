@@ -17,48 +17,30 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from conftest import tiny_space_yaml
 from search import report
 from spaces import load_space
 from trainable.config import from_dict, to_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-HEADER = """\
-# Question: {question}
-# Run: python -m search {name}.yaml
-metric: val_top1
-mode: max
-fixed:
-  train_subset: 256
-  val_subset: 128
-  batch_size: 64
-"""
-# Half a CPU per trial: a tiny trial's time is mostly its worker starting (torch import),
-# so 4 at once on 2 cores finish a 6-trial search in one round instead of three.
-BUDGET = """\
-budget:
-  num_samples: {samples}
-  max_epochs: 2
-  grace_period: 1
-  max_concurrent: 4
-  cpus_per_trial: 0.5
-scheduler: {scheduler}
-seed: 0
-"""
+MIXUP_LR = {"mixup_alpha": {"type": "uniform", "low": 0.0, "high": 1.0},
+            "lr": {"type": "loguniform", "low": 0.03, "high": 0.3}}
+
+
+def space_text(question: str, samples: int, scheduler: str, params: dict = MIXUP_LR, **sections) -> str:
+    # Half a CPU per trial: a tiny trial's time is mostly its worker starting (torch import),
+    # so 4 at once on 2 cores finish a 6-trial search in one round instead of three.
+    return tiny_space_yaml(question, params, samples=samples, epochs=2, max_concurrent=4, cpus_per_trial=0.5,
+                           scheduler=scheduler, **sections)
+
+
 # TPE over two params. No ASHA, so every trial completes and fANOVA has >= 3 finished
 # trials to work with (the hand-made store below covers ASHA-stopped trials).
-TPE_SPACE = HEADER + """\
-params:
-  mixup_alpha: {type: uniform, low: 0.0, high: 1.0}
-  lr: {type: loguniform, low: 0.03, high: 0.3}
-""" + BUDGET
+TPE_PARAMS = MIXUP_LR
 # The baseline and a variant whose label smoothing is too small to matter, 3 seeds each.
-SEED_SPACE = HEADER + """\
-params:
-  seed: {type: grid, values: [0, 1, 2]}
-variants:
-  smoothing_tiny: {label_smoothing: 0.001}
-""" + BUDGET
+SEED_PARAMS = {"seed": {"type": "grid", "values": [0, 1, 2]}}
+SEED_SECTIONS = {"variants": {"smoothing_tiny": {"label_smoothing": 0.001}}}
 
 
 def _env(folder) -> dict:
@@ -73,10 +55,10 @@ def _run(args, folder, timeout=600):
                           env=_env(folder), timeout=timeout)
 
 
-def _start_search(folder, name, text, samples, scheduler="none"):
+def _start_search(folder, name, params, samples, sections=None):
     space = folder / f"{name}.yaml"
-    space.write_text(text.replace("{question}", f"does the {name} report match MLflow?").replace("{name}", name)
-                     .replace("{samples}", str(samples)).replace("{scheduler}", scheduler))
+    space.write_text(space_text(f"does the {name} report match MLflow?", samples, "none", params,
+                                **(sections or {})))
     log = open(folder / "search.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "search", str(space), "--storage", str(folder / "ray")],
                             stdout=log, stderr=subprocess.STDOUT, text=True, cwd=folder, env=_env(folder))
@@ -103,8 +85,9 @@ def _report_on(folder, name, space, proc, log):
 def searches(tmp_path_factory):
     """Both real searches, each run once and side by side: a tiny search mostly waits for
     Ray and its trial workers to start, so two at once take little longer than one."""
-    jobs = {"tpe": _start_search(tmp_path_factory.mktemp("tpe"), "tiny_tpe", TPE_SPACE, samples=3),
-            "seeds": _start_search(tmp_path_factory.mktemp("seeds"), "tiny_seeds", SEED_SPACE, samples=1)}
+    jobs = {"tpe": _start_search(tmp_path_factory.mktemp("tpe"), "tiny_tpe", TPE_PARAMS, samples=3),
+            "seeds": _start_search(tmp_path_factory.mktemp("seeds"), "tiny_seeds", SEED_PARAMS, samples=1,
+                                   sections=SEED_SECTIONS)}
     try:
         return {key: _report_on(*job) for key, job in jobs.items()}
     finally:
@@ -273,11 +256,7 @@ def _fake_search(tmp_path, space, trials):
 
 def test_interrupted_asha_search_with_every_outcome(tmp_path):
     path = tmp_path / "fake.yaml"
-    path.write_text(HEADER.replace("{question}", "a hand-made search").replace("{name}", "fake") + """\
-params:
-  mixup_alpha: {type: uniform, low: 0.0, high: 1.0}
-  lr: {type: loguniform, low: 0.03, high: 0.3}
-""" + BUDGET.replace("{samples}", "6").replace("{scheduler}", "asha"))
+    path.write_text(space_text("a hand-made search", 6, "asha"))
     space = load_space(path)
     client, parent = _fake_search(tmp_path, space, {
         "base": (0.0, 0.1, "completed", [40.0, 50.0, 60.0]),
@@ -311,11 +290,7 @@ params:
 
 def test_importances_skipped_with_fewer_than_three_finished_trials(tmp_path):
     path = tmp_path / "few.yaml"
-    path.write_text(HEADER.replace("{question}", "too few").replace("{name}", "few") + """\
-params:
-  mixup_alpha: {type: uniform, low: 0.0, high: 1.0}
-  lr: {type: loguniform, low: 0.03, high: 0.3}
-""" + BUDGET.replace("{samples}", "2").replace("{scheduler}", "asha"))
+    path.write_text(space_text("too few", 2, "asha"))
     space = load_space(path)
     client, parent = _fake_search(tmp_path, space, {"base": (0.0, 0.1, "completed", [40.0, 50.0, 60.0]),
                                                     "other": (0.4, 0.2, "stopped_early", [30.0])})

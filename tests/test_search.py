@@ -10,37 +10,19 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import tiny_space_yaml
 from trainable.config import FIELDS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TINY_SPACE = """\
-# Question: does the search path record every trial?
-# Run: python -m search {path}
-metric: val_top1
-mode: max
-fixed:
-  train_subset: 256
-  val_subset: 128
-  batch_size: 64
-params:
-  mixup_alpha: {{type: uniform, low: 0.0, high: 1.0}}
-  lr: {{type: loguniform, low: 0.01, high: 0.3}}
-budget:
-  num_samples: {samples}
-  max_epochs: {epochs}
-  grace_period: 1
-  reduction_factor: 3
-  max_concurrent: 2
-  cpus_per_trial: 1
-scheduler: asha
-seed: 0
-"""
+MIXUP_LR = {"mixup_alpha": {"type": "uniform", "low": 0.0, "high": 1.0},
+            "lr": {"type": "loguniform", "low": 0.01, "high": 0.3}}
 
 
 def write_space(tmp_path, samples=6, epochs=3, name="tiny"):
     path = tmp_path / f"{name}.yaml"
-    path.write_text(TINY_SPACE.format(path=path, samples=samples, epochs=epochs))
+    path.write_text(tiny_space_yaml("does the search path record every trial?", MIXUP_LR, samples=samples,
+                                    epochs=epochs))
     return path
 
 

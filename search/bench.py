@@ -477,7 +477,8 @@ _SEARCH_SPACE = """\
 # A first search over an LR whose order of magnitude is unknown, the situation early
 # stopping is for: three decades of lr (SGD + cosine) and weight decay. On a narrow space
 # where every config lands within noise of the others (spaces/lr.yaml, a decade each way
-# of the recipe) there is little to stop early: measured 0.98x there.
+# of the recipe) there is little to stop early: an earlier version of this figure measured
+# 0.98x there (9 trials x 4 epochs at 16 px, ASHA grace 1).
 metric: val_top1
 mode: max
 fixed: {fixed}

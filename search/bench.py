@@ -243,20 +243,18 @@ def _rounds(arms: dict[str, Callable[[], float]], rounds: int) -> dict[str, list
 
 # --- 2. framework overhead ------------------------------------------------------------------
 
-_OVERHEAD_SPACE = """\
-# Question: how much does running fit() as a search trial cost (bench figure 2)?
-# Run: python -m search.bench --only overhead
-metric: val_top1
-mode: max
-fixed: {fixed}
-params:
-  lr: {{type: loguniform, low: 0.03, high: 0.3}}
-baseline:
-  lr: 0.1
-budget: {{num_samples: 1, max_epochs: {epochs}, max_concurrent: 1, cpus_per_trial: 1, gpus_per_trial: 0}}
-scheduler: none
-seed: 0
-"""
+def _space_file(folder: str, figure: str, question: str, *, fixed: dict, params: dict, budget: dict,
+                scheduler: str, **sections) -> str:
+    """Write the search space one figure runs (a real space file, loaded as users' are)."""
+    import yaml
+
+    doc = {"metric": "val_top1", "mode": "max", "fixed": {**fixed, "device": "cpu"}, "params": params, **sections,
+           "budget": {"cpus_per_trial": 1, "gpus_per_trial": 0, **budget}, "scheduler": scheduler, "seed": 0}
+    path = os.path.join(folder, f"bench_{figure}.yaml")
+    with open(path, "w") as fh:
+        fh.write(f"# Question: {question}\n# Run: python -m search.bench --only {figure}\n")
+        yaml.safe_dump(doc, fh, sort_keys=False)
+    return path
 
 
 def bench_overhead(quick: bool) -> list[Figure]:
@@ -266,9 +264,10 @@ def bench_overhead(quick: bool) -> list[Figure]:
     fixed = {"train_subset": n, "val_subset": 500 if not quick else 128, "device": "cpu"}
     tmp = tempfile.mkdtemp(prefix="tricktune-bench-")
     _start_ray()  # before run_search does, to keep the trial's own log lines off the bench's output
-    space_file = os.path.join(tmp, "bench_overhead.yaml")
-    with open(space_file, "w") as fh:
-        fh.write(_OVERHEAD_SPACE.format(fixed=fixed, epochs=epochs))
+    space_file = _space_file(tmp, "overhead", "how much does running fit() as a search trial cost (bench figure 2)?",
+                             fixed=fixed, params={"lr": {"type": "loguniform", "low": 0.03, "high": 0.3}},
+                             baseline={"lr": 0.1}, budget={"num_samples": 1, "max_epochs": epochs,
+                                                           "max_concurrent": 1}, scheduler="none")
     space = load_space(space_file)
     # The trial's own config: the baseline point (lr 0.1) with 1 thread, as search/trial.py
     # sets threads = cpus_per_trial (1, tricktune's default packing).
@@ -470,28 +469,6 @@ def _run_tune(space, method: str, seed: int, storage: str) -> list[tuple[str, in
     return log.results
 
 
-_SEARCH_SPACE = """\
-# Question: how many trial-epochs does ASHA + TPE save over random search (bench figure 3)?
-# Run: python -m search.bench --only search
-#
-# A first search over an LR whose order of magnitude is unknown, the situation early
-# stopping is for: three decades of lr (SGD + cosine) and weight decay. On a narrow space
-# where every config lands within noise of the others (spaces/lr.yaml, a decade each way
-# of the recipe) there is little to stop early: an earlier version of this figure measured
-# 0.98x there (9 trials x 4 epochs at 16 px, ASHA grace 1).
-metric: val_top1
-mode: max
-fixed: {fixed}
-params:
-  lr: {{type: loguniform, low: 0.001, high: 3.0}}
-  weight_decay: {{type: loguniform, low: 1.0e-6, high: 1.0e-2}}
-budget: {{num_samples: {samples}, max_epochs: {epochs}, grace_period: {grace}, reduction_factor: 3,
-         max_concurrent: 2, cpus_per_trial: 1, gpus_per_trial: 0}}
-scheduler: asha
-seed: 0
-"""
-
-
 def bench_search(quick: bool) -> list[Figure]:
     if quick:
         fixed = {"train_subset": 128, "val_subset": 64, "batch_size": 32, "image_size": 12}
@@ -506,10 +483,17 @@ def bench_search(quick: bool) -> list[Figure]:
         fixed = {"train_subset": 1024, "val_subset": 1000, "batch_size": 64, "image_size": 12}
         samples, max_epochs, grace, seeds = 9, 18, 2, [0, 1, 2]
     tmp = tempfile.mkdtemp(prefix="tricktune-bench-")
-    space_file = os.path.join(tmp, "bench_search.yaml")
-    with open(space_file, "w") as fh:
-        fh.write(_SEARCH_SPACE.format(fixed={**fixed, "device": "cpu"}, samples=samples, epochs=max_epochs, grace=grace))
-    space = load_space(space_file)
+    # A first search over an LR whose order of magnitude is unknown, the situation early
+    # stopping is for: three decades of lr (SGD + cosine) and weight decay. On a narrow space
+    # where every config lands within noise of the others (spaces/lr.yaml, a decade each way
+    # of the recipe) there is little to stop early: an earlier version of this figure
+    # measured 0.98x there (9 trials x 4 epochs at 16 px, ASHA grace 1).
+    space = load_space(_space_file(
+        tmp, "search", "how many trial-epochs does ASHA + TPE save over random search (bench figure 3)?",
+        fixed=fixed, params={"lr": {"type": "loguniform", "low": 0.001, "high": 3.0},
+                             "weight_decay": {"type": "loguniform", "low": 1.0e-6, "high": 1.0e-2}},
+        budget={"num_samples": samples, "max_epochs": max_epochs, "grace_period": grace, "reduction_factor": 3,
+                "max_concurrent": 2}, scheduler="asha"))
     tolerance = 0.5
     _say(f"[3 search] lr 1e-3..3 x weight_decay 1e-6..1e-2, {fixed['train_subset']} images at {fixed['image_size']} px, "
          f"{samples} trials x {max_epochs} epochs, 2 at a time x 1 thread; ASHA (grace {grace}, factor 3) + TPE vs "

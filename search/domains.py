@@ -42,3 +42,8 @@ def baseline_key(space) -> dict:
     if space.variants:
         return {"variant": "baseline"}
     return {k: v for k, v in baseline_point(space).items() if k != "seed"}
+
+
+def is_baseline(config: dict, key: dict) -> bool:
+    """Whether a trial's ``config`` is the baseline, ``key`` being ``baseline_key(space)``."""
+    return all(config.get(k) == v for k, v in key.items())

@@ -24,6 +24,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from search.domains import baseline_key, baseline_point, is_baseline, param_space
 from search.tracking import MlflowTracker, experiment_name
 from spaces import Space, load_space
 
@@ -118,12 +119,12 @@ def latest_experiment(storage: str, space_name: str) -> str | None:
     return found[-1] if found else None
 
 
-def _searcher(space: Space, baseline_point: dict):
+def _searcher(space: Space, base_point: dict):
     if space.searcher == "grid":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         # Variants already contain the baseline; otherwise run it first explicitly.
-        points = [] if space.variants else [baseline_point]
+        points = [] if space.variants else [base_point]
         return BasicVariantGenerator(points_to_evaluate=points or None, random_state=space.seed)
     import optuna
     from ray.tune.search.optuna import OptunaSearch
@@ -133,7 +134,7 @@ def _searcher(space: Space, baseline_point: dict):
     # models interactions between tricks (e.g. mixup_alpha x lr).
     sampler = optuna.samplers.TPESampler(seed=space.seed, multivariate=True, constant_liar=True,
                                          n_startup_trials=max(2, min(5, space.num_samples // 3)))
-    return OptunaSearch(sampler=sampler, points_to_evaluate=[baseline_point])
+    return OptunaSearch(sampler=sampler, points_to_evaluate=[base_point])
 
 
 def _scheduler(space: Space):
@@ -141,8 +142,6 @@ def _scheduler(space: Space):
 
     if space.scheduler == "none":
         return FIFOScheduler()
-    from search.domains import baseline_key
-
     return KeepBaselineASHA(baseline=baseline_key(space), time_attr="training_iteration", max_t=space.max_epochs,
                             grace_period=space.grace_period, reduction_factor=space.reduction_factor)
 
@@ -162,8 +161,8 @@ class KeepBaselineASHA(ASHAScheduler):
 
     def on_trial_result(self, tune_controller, trial, result):
         action = super().on_trial_result(tune_controller, trial, result)
-        is_baseline = all(trial.config.get(k) == v for k, v in self.baseline.items())
-        if action == TrialScheduler.STOP and is_baseline and result.get(self._time_attr, 0) < self._max_t:
+        if action == TrialScheduler.STOP and is_baseline(trial.config, self.baseline) \
+                and result.get(self._time_attr, 0) < self._max_t:
             return TrialScheduler.CONTINUE
         return action
 
@@ -224,7 +223,6 @@ def run_search(opts: SearchOptions):
             state = json.load(fh)
         opts = SearchOptions(**{**opts.__dict__, "space": state["space"], "overrides": state["overrides"],
                                 "samples": state["samples"], "smoke": state["smoke"]})
-    from search.domains import baseline_key, baseline_point, param_space
     from trainable.loop import preflight
 
     space = prepare_space(opts)  # validates the whole space file before Ray starts
@@ -362,10 +360,7 @@ def summarize(results, space: Space, tracker: MlflowTracker, state: dict, exp_pa
         return summary
     finished = [r for r in rows if int(r.metrics.get("epoch", 0)) >= space.max_epochs] or rows
     best = max(finished, key=lambda r: sign * r.metrics[space.metric])
-    from search.domains import baseline_key
-
-    base_point = baseline_key(space)
-    baselines = [r for r in rows if all(r.config.get(k) == v for k, v in base_point.items())]
+    baselines = [r for r in rows if is_baseline(r.config, baseline_key(space))]
     summary.update(best_trial=best.metrics.get("trial_id"), best_config={k: best.config.get(k) for k in
                                                                           best.config},
                    best_value=best.metrics[space.metric], best_val_top5=best.metrics.get("val_top5"))

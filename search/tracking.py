@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray import tune
 
+from search.domains import is_baseline
 from trainable.config import to_dict
 
 # MLflow caps one log_batch at 1000 metrics / 100 params.
@@ -253,9 +254,6 @@ class MlflowTracker(tune.Callback):
             self.setup()
         return self.writer
 
-    def is_baseline(self, config: dict) -> bool:
-        return all(config.get(k) == v for k, v in self.baseline_key.items())
-
     def _ensure_started(self, trial) -> None:
         # A search resumed in a new process may hear of a running trial first through a
         # result (Ray restores it without on_trial_start): register its run then.
@@ -265,7 +263,7 @@ class MlflowTracker(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         key = trial.trial_id
         cfg = self.space.trial_config(trial.config)
-        baseline = self.is_baseline(trial.config)
+        baseline = is_baseline(trial.config, self.baseline_key)
         tags = {**self.base_tags, MLFLOW_PARENT_RUN_ID: self.parent_run_id,
                 MLFLOW_RUN_NAME: f"{'baseline-' if baseline else ''}{trial.trial_id}",
                 "trial_id": trial.trial_id, "is_baseline": str(baseline).lower(),

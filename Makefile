@@ -13,7 +13,7 @@ export OMP_NUM_THREADS ?= 2
 SEARCH_FLAGS = $(if $(RESUME),--resume) $(if $(SMOKE),--smoke) $(if $(DASHBOARD),--dashboard) \
 	$(if $(SAMPLES),--samples $(SAMPLES)) $(foreach kv,$(SET),--set $(kv))
 
-.PHONY: help install search resume smoke test test-slow test-all bench report mlflow dashboard teacher data clean
+.PHONY: help install search resume smoke lint test test-slow test-all bench report mlflow dashboard teacher data clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ mlflow: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 (store: $$MLFLOW_TRACKING
 teacher: $(STAMP) ## train the distillation teacher teachers/teacher.pt (ResNet-32 on all 10k images, ~6 min)
 	$(PY) -m trainable --set model=resnet32 --set epochs=8 --set hflip=true --set crop=pad --set channels_last=true \
 		--set lr=0.1 --set seed=1 --save-weights teachers/teacher.pt
+
+lint: $(STAMP) ## ruff over the tree (rules in pyproject.toml); CI runs it before the tests
+	$(VENV)/bin/ruff check .
 
 test: $(STAMP) ## the test suite (fast tests; what CI runs first)
 	$(PY) -m pytest -q

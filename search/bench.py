@@ -51,15 +51,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from spaces import load_space
+from spaces import PROJECT_ROOT, load_space
 from trainable.config import TrainConfig
 from trainable.data import FASHION_MNIST_STATS, interleave_by_class
 from trainable.loop import fit
 from trainable.models import build_model
 from trainable.tricks.augment import PAD
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REPORT_PATH = os.path.join(PROJECT_ROOT, "reports", "bench.md")
+REPORT_PATH = str(PROJECT_ROOT / "reports" / "bench.md")
 CORES = os.cpu_count() or 1
 # NVIDIA DeepLearningExamples, ResNet-50 v1.5 for PyTorch, training performance table:
 # 2,470 img/s on one A100 80GB with mixed precision (DGX A100, batch 256).
@@ -318,13 +317,14 @@ def bench_overhead(quick: bool) -> list[Figure]:
     share = statistics.median(background) / CORES
     whole = paired * (1 + share)
     lines = [f"whole trial (Ray time_total_s) / fit() twin wall: {paired:.3f}x (median of {rounds} rounds), times "
-             f"1 + {share:.3f} for the CPU Ray's daemons and the driver used while it trained ({statistics.median(background):.0%} "
-             f"of one of {CORES} cores) = {whole:.3f}x  <- the figure: a trial-epoch's wall time in a search, "
-             "everything the framework adds included",
+             f"1 + {share:.3f} for the CPU Ray's daemons and the driver used while it trained "
+             f"({statistics.median(background):.0%} of one of {CORES} cores) = {whole:.3f}x  <- the figure: a "
+             "trial-epoch's wall time in a search, everything the framework adds included",
              f"per epoch, training + validation only (trial's epoch_seconds / twin's): "
              f"{statistics.median(epoch_ratios):.3f}x",
              f"outside the epochs, per epoch (data, model, checkpoints, report): trial "
-             f"{statistics.median(o[0] for o in outside):.2f} s, fit() {statistics.median(o[1] for o in outside):.2f} s",
+             f"{statistics.median(o[0] for o in outside):.2f} s, "
+             f"fit() {statistics.median(o[1] for o in outside):.2f} s",
              f"once per search, outside the trial (Tuner and trial start-up, MLflow runs, summary): "
              f"{statistics.median(fixed_cost):.1f} s; Ray itself was started once before"]
     for line in lines:
@@ -495,7 +495,8 @@ def bench_search(quick: bool) -> list[Figure]:
         budget={"num_samples": samples, "max_epochs": max_epochs, "grace_period": grace, "reduction_factor": 3,
                 "max_concurrent": 2}, scheduler="asha"))
     tolerance = 0.5
-    _say(f"[3 search] lr 1e-3..3 x weight_decay 1e-6..1e-2, {fixed['train_subset']} images at {fixed['image_size']} px, "
+    _say(f"[3 search] lr 1e-3..3 x weight_decay 1e-6..1e-2, {fixed['train_subset']} images at "
+         f"{fixed['image_size']} px, "
          f"{samples} trials x {max_epochs} epochs, 2 at a time x 1 thread; ASHA (grace {grace}, factor 3) + TPE vs "
          f"random search run to the end, both real Ray Tune searches; seeds {seeds}")
     per_seed, lines, first_vs_final, whole = [], [], [], []
@@ -550,25 +551,10 @@ def _first_and_final(results: list[tuple[str, int, float]], max_epochs: int) -> 
 
 
 def _spearman(xs, ys) -> float:
-    """Rank correlation, ties given their average rank (many bad trials sit at exactly 10.0 %)."""
-    def ranks(values):
-        order = sorted(range(len(values)), key=lambda i: values[i])
-        out = [0.0] * len(values)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                out[order[k]] = (i + j) / 2
-            i = j + 1
-        return out
+    """Rank correlation (scipy; ties get their average rank: many bad trials sit at exactly 10.0 %)."""
+    from scipy import stats
 
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = statistics.mean(rx), statistics.mean(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    norm = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
-    return cov / norm if norm else float("nan")
+    return float(stats.spearmanr(xs, ys).statistic)
 
 
 # --- 4. trial packing ----------------------------------------------------------------------
@@ -730,8 +716,8 @@ def write_report(path: str, figures: list[Figure], seconds: float, quick: bool) 
                  f"`python -m search.bench` on {_dt.datetime.now():%Y-%m-%d %H:%M}, {CORES} CPU cores "
                  f"({platform.processor() or platform.machine()}), torch {torch.__version__}, "
                  f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}; "
-                 f"total {seconds / 60:.1f} min, load average {_load()}. Each ratio compares two things run alternately in this one "
-                 "run (medians), so a busy machine slows both sides alike.\n\n"
+                 f"total {seconds / 60:.1f} min, load average {_load()}. Each ratio compares two things run "
+                 "alternately in this one run (medians), so a busy machine slows both sides alike.\n\n"
                  f"{table(figures)}\n\n## Details\n\n" + "\n".join(details) + "\n")
 
 

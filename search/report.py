@@ -23,18 +23,19 @@ from dataclasses import dataclass, field
 
 from mlflow.tracking import MlflowClient
 
-from search.runner import PROJECT_ROOT, default_tracking_uri
+from search.runner import default_tracking_uri
+from search.stats import compare_over_seeds, mean_std
 from search.tracking import experiment_name
-from spaces import Space, SpaceError, load_space
-from trainable.config import ConfigError, coerce_value
+from spaces import PROJECT_ROOT, Space, SpaceError, load_space
+from trainable.config import REPORTED_METRICS, ConfigError, coerce_value
 
-# Per-epoch curves the report reads back (step = epoch in MLflow).
-CURVES = ("train_loss", "val_loss", "val_top1", "val_top5", "lr", "epoch_seconds")
+# Per-epoch curves the report reads back (step = epoch in MLflow): every reported metric but
+# the epoch itself and the throughput (epoch_seconds already says what it costs).
+CURVES = tuple(m for m in REPORTED_METRICS if m not in ("epoch", "images_per_second"))
 # Baseline + this many of the best configurations in the curves figure: more lines than
 # that make the 4 small panels unreadable.
 PLOTTED_CONFIGS = 5
 SEED_KEY = "seed"  # a repetition, not a treatment: its runs are grouped, not compared
-NO_DIFFERENCE = "no measurable difference at this budget"
 
 
 class ReportError(Exception):
@@ -70,7 +71,7 @@ class TrialRun:
 
     def mean_epoch_seconds(self) -> float | None:
         seconds = [value for _, value in self.curves.get("epoch_seconds", [])]
-        return sum(seconds) / len(seconds) if seconds else None
+        return mean_std(seconds)[0]
 
 
 @dataclass
@@ -143,7 +144,7 @@ def load_search(client: MlflowClient, parent, space: Space, tracking_uri: str) -
     record = SearchRecord(
         space=space, tracking_uri=tracking_uri, parent_id=parent.info.run_id,
         name=parent.info.run_name or parent.info.run_id,
-        started=_dt.datetime.fromtimestamp(parent.info.start_time / 1000, _dt.timezone.utc),
+        started=_dt.datetime.fromtimestamp(parent.info.start_time / 1000, _dt.UTC),
         state=tags.get("state", "running" if parent.info.status == "RUNNING" else parent.info.status.lower()),
         git_commit=tags.get("git_commit", "unknown"), question=tags.get("question", space.question),
         metric=params.get("metric", space.metric), mode=params.get("mode", space.mode),
@@ -215,12 +216,10 @@ class Config:
         return [t.final(metric) for t in self.reported]
 
     def mean(self, metric: str) -> float | None:
-        values = self.values(metric)
-        return sum(values) / len(values) if values else None
+        return mean_std(self.values(metric))[0]
 
     def std(self, metric: str) -> float | None:
-        values = self.values(metric)
-        return _sd(values) if len(values) > 1 else None
+        return mean_std(self.values(metric))[1]
 
 
 def group_configs(record: SearchRecord) -> list[Config]:
@@ -265,7 +264,7 @@ def baseline_at(record: SearchRecord, epoch: int) -> float | None:
     """The baseline's metric at ``epoch``, averaged over its seeds/repeats that got that far."""
     values = [t.at(record.metric, epoch) for t in record.trials if t.is_baseline]
     values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
+    return mean_std(values)[0]
 
 
 def delta_vs_baseline(record: SearchRecord, config: Config) -> float | None:
@@ -275,7 +274,7 @@ def delta_vs_baseline(record: SearchRecord, config: Config) -> float | None:
         base = baseline_at(record, trial.epochs)
         if base is not None:
             deltas.append(trial.final(record.metric) - base)
-    return sum(deltas) / len(deltas) if deltas else None
+    return mean_std(deltas)[0]
 
 
 def config_label(config: Config) -> str:
@@ -318,56 +317,6 @@ class SeedComparison:
     verdict: str
 
 
-def compare_over_seeds(values: dict, baseline: dict, mode: str = "max") -> dict:
-    """Delta, 95% CI, test and verdict for ``values`` vs ``baseline`` ({seed: metric} each).
-
-    Paired by seed (same seed = same init and data order, so the pair differs only by the
-    trick; scipy's ttest_rel) when at least 2 seeds are in both; otherwise Welch's t-test
-    (unequal variances). The verdict follows the CI: entirely on the better side of 0 ->
-    "helps", entirely on the worse side -> "hurts", else no measurable difference.
-    """
-    from scipy import stats
-
-    common = sorted(set(values) & set(baseline), key=str)
-    if len(common) >= 2:
-        diffs = [values[s] - baseline[s] for s in common]
-        n = len(diffs)
-        delta = sum(diffs) / n
-        se = _sd(diffs) / math.sqrt(n)
-        df = n - 1
-        test = f"paired t-test over {n} seeds"
-        p = stats.ttest_rel([values[s] for s in common], [baseline[s] for s in common]).pvalue if se > 0 else None
-    else:
-        a, b = list(values.values()), list(baseline.values())
-        if len(a) < 2 or len(b) < 2:
-            raise ValueError("need >= 2 runs on each side for a spread")
-        delta = sum(a) / len(a) - sum(b) / len(b)
-        va, vb = _sd(a) ** 2 / len(a), _sd(b) ** 2 / len(b)
-        se = math.sqrt(va + vb)
-        # Welch-Satterthwaite degrees of freedom
-        df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else 1
-        n = len(a)
-        test = f"Welch's t-test ({len(a)} vs {len(b)} runs, unpaired)"
-        p = stats.ttest_ind(a, b, equal_var=False).pvalue if se > 0 else None
-    half = stats.t.ppf(0.975, df) * se
-    low, high = delta - half, delta + half
-    sign = 1 if mode == "max" else -1
-    if sign * low > 0 and sign * high > 0:
-        verdict = "helps"
-    elif sign * low < 0 and sign * high < 0:
-        verdict = "hurts"
-    else:
-        verdict = NO_DIFFERENCE
-    p = None if p is None or math.isnan(p) else float(p)
-    return {"n": n, "delta": delta, "ci_low": low, "ci_high": high, "test": test, "p_value": p,
-            "verdict": verdict}
-
-
-def _sd(values: list[float]) -> float:
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-
-
 def seed_statistics(record: SearchRecord, configs: list[Config]) -> list[SeedComparison] | None:
     """Each repeated configuration vs the repeated baseline; None when nothing is repeated.
 
@@ -390,13 +339,11 @@ def seed_statistics(record: SearchRecord, configs: list[Config]) -> list[SeedCom
             continue
         values = _by_seed(runs, record.metric)
         result = compare_over_seeds(values, base_values, record.mode)
-        mean = [t.final(record.metric) for t in runs]
-        base_mean = [t.final(record.metric) for t in base_runs]
+        mean, std = mean_std([t.final(record.metric) for t in runs])
+        base_mean, base_std = mean_std([t.final(record.metric) for t in base_runs])
         out.append(SeedComparison(
-            label=config_label(config), n=result["n"], n_baseline=len(base_runs),
-            mean=sum(mean) / len(mean), std=_sd(mean), baseline_mean=sum(base_mean) / len(base_mean),
-            baseline_std=_sd(base_mean), delta=result["delta"], ci_low=result["ci_low"],
-            ci_high=result["ci_high"], test=result["test"], p_value=result["p_value"], verdict=result["verdict"]))
+            label=config_label(config), n_baseline=len(base_runs), mean=mean, std=std, baseline_mean=base_mean,
+            baseline_std=base_std, **result))
     return out
 
 
@@ -532,8 +479,8 @@ def _mean_curve(config: Config, metric: str):
         for step, value in trial.curves.get(metric, []):
             by_epoch.setdefault(step, []).append(value)
     epochs = sorted(by_epoch)
-    mean = [sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
-    std = [_sd(by_epoch[e]) for e in epochs]
+    mean = [mean_std(by_epoch[e])[0] for e in epochs]
+    std = [mean_std(by_epoch[e])[1] or 0.0 for e in epochs]
     return epochs, mean, std
 
 
@@ -592,7 +539,7 @@ def trials_table(record: SearchRecord, configs: list[Config]) -> list[str]:
         row = ([f"**{rank} baseline**" if config.is_baseline else str(rank)] + treatment
                + [_mean_std(config, m) for m in metrics]
                + ["—" if config.is_baseline else _delta_cell(delta, epochs, record.max_epochs),
-                  f"{sum(seconds) / len(seconds):.2f}" if seconds else "—",
+                  f"{mean_std(seconds)[0]:.2f}" if seconds else "—",
                   f"{epochs[0]}–{epochs[-1]}/{record.max_epochs}" if len(epochs) > 1
                   else f"{epochs[0]}/{record.max_epochs}",
                   _outcomes(config), str(len(config.trials)),
@@ -610,7 +557,6 @@ def _delta_cell(delta: float | None, epochs: list[int], max_epochs: int) -> str:
 
 def render_markdown(record: SearchRecord, configs: list[Config], seeds: list[SeedComparison] | None,
                     importances: dict | None, importance_note: str, files: dict[str, str]) -> str:
-    n_completed = sum(t.outcome == "completed" for t in record.trials)
     outcomes: dict[str, int] = {}
     for t in record.trials:
         outcomes[t.outcome] = outcomes.get(t.outcome, 0) + 1
@@ -671,7 +617,7 @@ def render_markdown(record: SearchRecord, configs: list[Config], seeds: list[See
 
 
 def _space_file(space: Space) -> str:
-    inside = os.path.abspath(space.path).startswith(PROJECT_ROOT + os.sep)
+    inside = os.path.abspath(space.path).startswith(str(PROJECT_ROOT) + os.sep)
     return os.path.relpath(space.path, PROJECT_ROOT) if inside else space.path
 
 
@@ -718,7 +664,7 @@ def build_report(space_name: str, out_dir: str | None = None, run_id: str | None
         raise ReportError(f"search {parent.info.run_id} of space {space.name!r} has no trial that finished an "
                           f"epoch yet ({len(record.trials)} trial runs); wait for it, or pick an earlier search "
                           "with --search RUN_ID")
-    out_dir = os.path.abspath(out_dir or os.path.join(PROJECT_ROOT, "reports", space.name))
+    out_dir = os.path.abspath(out_dir or str(PROJECT_ROOT / "reports" / space.name))
     os.makedirs(out_dir, exist_ok=True)
 
     configs = group_configs(record)

@@ -25,10 +25,10 @@ from mlflow.tracking import MlflowClient
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from search.domains import baseline_key, baseline_point, is_baseline, param_space
+from search.ray_private import asha_time_attr_and_max_t, run_config_callbacks, trial_states
 from search.tracking import MlflowTracker, experiment_name
-from spaces import Space, load_space
+from spaces import PROJECT_ROOT, Space, load_space
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATE_FILE = "tricktune.json"
 
 # --smoke: the whole path (Ray, Optuna, ASHA, MLflow) on a sliver of the data.
@@ -41,11 +41,11 @@ class SearchError(Exception):
 
 
 def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.join(PROJECT_ROOT, 'mlflow.db')}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 
 
 def default_storage() -> str:
-    return os.environ.get("TRICKTUNE_STORAGE") or os.path.join(PROJECT_ROOT, "ray_results")
+    return os.environ.get("TRICKTUNE_STORAGE") or str(PROJECT_ROOT / "ray_results")
 
 
 @dataclass
@@ -161,8 +161,9 @@ class KeepBaselineASHA(ASHAScheduler):
 
     def on_trial_result(self, tune_controller, trial, result):
         action = super().on_trial_result(tune_controller, trial, result)
+        time_attr, max_t = asha_time_attr_and_max_t(self)
         if action == TrialScheduler.STOP and is_baseline(trial.config, self.baseline) \
-                and result.get(self._time_attr, 0) < self._max_t:
+                and result.get(time_attr, 0) < max_t:
             return TrialScheduler.CONTINUE
         return action
 
@@ -266,7 +267,7 @@ def run_search(opts: SearchOptions):
         tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True,
                                    param_space=param_space(space))
         # The restored run config carries a pickled tracker; point it at this process's writer.
-        callbacks = tuner._local_tuner._run_config.callbacks or []
+        callbacks = run_config_callbacks(tuner)
         for i, cb in enumerate(callbacks):
             if isinstance(cb, MlflowTracker):
                 callbacks[i] = tracker
@@ -313,7 +314,7 @@ def _experiment_id(client: MlflowClient, space_name: str) -> str:
 def _unfinished(results, space, tracker: MlflowTracker) -> bool:
     """True when the budget is not spent: fewer trials than planned, or some not ended."""
     expected = space.num_samples * _grid_size(space)
-    trials = results._experiment_analysis.trials  # Ray's own trial states; no public accessor in 2.x
+    trials = trial_states(results)
     if len(trials) < expected:
         return True
     for t in trials:

@@ -26,7 +26,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray import tune
 
 from search.domains import is_baseline
-from trainable.config import to_dict
+from trainable.config import REPORTED_METRICS, to_dict
 
 # MLflow caps one log_batch at 1000 metrics / 100 params.
 _MAX_METRICS, _MAX_PARAMS = 1000, 100
@@ -202,7 +202,7 @@ class MlflowWriter:
         return self.run_ids[run_key]
 
     def _spool(self) -> None:
-        path = self.pending_path or "mlflow_pending.jsonl"
+        path = self.pending_path or PENDING_FILE
         with open(path, "a") as fh:
             for op in self._backlog:
                 fh.write(json.dumps({"kind": op.kind, "run_key": op.run_key, "payload": op.payload,
@@ -346,8 +346,8 @@ class MlflowTracker(tune.Callback):
             self.writer.close()
 
 
-_METRIC_KEYS = {"train_loss", "val_loss", "val_top1", "val_top5", "lr", "epoch_seconds", "images_per_second",
-                "nonfinite_loss"}
+# Per-epoch values logged as MLflow metrics (the epoch is their step), plus the diverged flag.
+_METRIC_KEYS = {*REPORTED_METRICS, "nonfinite_loss"} - {"epoch"}
 
 
 def _error_text(trial) -> str:

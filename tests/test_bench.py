@@ -45,8 +45,20 @@ def test_quick_loop_and_gpu_print_their_lines_and_write_the_table(capsys, tmp_pa
     assert "| 1. fit() vs plain DataLoader loop, images/s |" in text and "--quick" in text
 
 
-def test_plain_loop_trains_on_the_same_images():
-    cfg = bench._recipe(train_subset=64, val_subset=32, batch_size=32, epochs=1, threads=1)
+def test_plain_loop_trains_on_the_same_images_as_fit():
+    # Figure 1 compares two ways of feeding one training set: the plain loop's images must be
+    # fit()'s, pixel for pixel and label for label (here without augmentation, in fit()'s order).
+    from trainable.data import load_data
+
+    n = 64
+    cfg = bench._recipe(train_subset=n, val_subset=32, batch_size=n, epochs=1, threads=1, hflip=False, crop="none")
+    images, labels = bench._embedded_train_images(n)
+    data = load_data(cfg, "cpu")
+    ((x, y),) = list(data.train_batches(n, torch.Generator().manual_seed(3), "cpu"))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(3))
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (data.mean, data.std))
+    assert torch.equal(y, labels[order])
+    assert torch.allclose(x, (images[order].float() / 255 - mean) / std)
     assert bench.plain_loop_images_per_second(cfg, num_workers=0) > 0
 
 

@@ -10,6 +10,7 @@ by name, so other Ray clusters on the machine are left alone.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -23,9 +24,8 @@ import time
 import uuid
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import tiny_space_yaml
+from mlflow.tracking import MlflowClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -113,10 +113,8 @@ def descendants(pid: int) -> set[int]:
 
 
 def kill(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # it ended already
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def free_port() -> int:
@@ -382,10 +380,8 @@ def test_two_node_cluster_survives_losing_a_node(tmp_path):
         # --force` would also stop every other Ray on the machine.)
         for node in nodes:
             below = descendants(node.pid)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             for p in below:
                 kill(p)
             node.wait()

@@ -8,9 +8,9 @@ import sys
 import time
 
 import pytest
+from conftest import tiny_space_yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import tiny_space_yaml
 from trainable.config import FIELDS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

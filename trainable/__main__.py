@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 
-from trainable.config import ConfigError, describe, from_dict, parse_overrides
+from trainable.config import CHECKPOINT_FILE, ConfigError, describe, from_dict, parse_overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pairs = [p for item in args.set for p in item.split()]
         cfg = from_dict(parse_overrides(pairs))
-        if args.resume and not os.path.isfile(os.path.join(args.resume, "state.pt")):
-            raise ConfigError(f"--resume: no checkpoint (state.pt) in {args.resume!r}; give a --checkpoint-dir "
-                              "an earlier run wrote")
+        if args.resume and not os.path.isfile(os.path.join(args.resume, CHECKPOINT_FILE)):
+            raise ConfigError(f"--resume: no checkpoint ({CHECKPOINT_FILE}) in {args.resume!r}; give a "
+                              "--checkpoint-dir an earlier run wrote")
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -53,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{metrics['epoch_seconds']:.1f}s  {metrics['images_per_second']:.0f} img/s", flush=True)
         if keep:
             os.makedirs(keep, exist_ok=True)
-            shutil.copy2(os.path.join(checkpoint_dir, "state.pt"), os.path.join(keep, "state.pt.tmp"))
-            os.replace(os.path.join(keep, "state.pt.tmp"), os.path.join(keep, "state.pt"))
+            kept = os.path.join(keep, CHECKPOINT_FILE)
+            # Copy then rename: a run killed mid-copy never leaves a half-written checkpoint.
+            shutil.copy2(os.path.join(checkpoint_dir, CHECKPOINT_FILE), kept + ".tmp")
+            os.replace(kept + ".tmp", kept)
 
     try:
         fit(cfg, report, resume_from=args.resume)

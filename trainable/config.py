@@ -28,10 +28,16 @@ STEMS = ("auto", "imagenet", "small")
 LOADERS = ("auto", "memory", "dataloader")
 
 
-# What fit() reports once per epoch; a space's `metric` must be one of these.
+# What fit() reports once per epoch, and which way each improves (None: not a quality).
+# The one list of metric names: a space's `metric`, the MLflow callback, the report's
+# curves and a diverged trial's placeholder result all read it from here.
 # Accuracies are percentages (0-100) so deltas read as "points", as papers write them.
-REPORTED_METRICS = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr",
-                    "epoch_seconds", "images_per_second")
+METRICS = {"epoch": None, "train_loss": "min", "val_loss": "min", "val_top1": "max", "val_top5": "max",
+           "lr": None, "epoch_seconds": "min", "images_per_second": "max"}
+REPORTED_METRICS = tuple(METRICS)
+# The file fit() writes in every checkpoint directory (kept here, torch-free, so the CLI
+# can check a --resume folder before importing torch).
+CHECKPOINT_FILE = "state.pt"
 
 
 class ConfigError(ValueError):
@@ -163,29 +169,9 @@ def _coerce(key: str, value, hint):
             return bool(value)
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
     if hint is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return coerce_int(key, value)
     if hint is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return coerce_float(key, value)
     if hint is str:
         if isinstance(value, str):
             return value
@@ -193,10 +179,57 @@ def _coerce(key: str, value, hint):
     raise TypeError(f"unsupported config type {hint} for {key}")  # a bug in TrainConfig, not user input
 
 
-def unknown_key_error(key: str, where: str = "config") -> ConfigError:
-    close = difflib.get_close_matches(key, FIELDS, n=1)
+def _number(key: str, value, kind: type, noun: str):
+    """``value`` as ``kind`` (int or float), accepting YAML/CLI strings; never a bool."""
+    if not isinstance(value, bool):
+        if isinstance(value, (int, float)) and (kind is float or float(value).is_integer()):
+            return kind(value)
+        if isinstance(value, str):
+            try:
+                # YAML 1.1 reads 1e-4 (no dot) as a string; int("3") and float("1e-4") both parse here.
+                return kind(value) if kind is float else int(value.strip())
+            except ValueError:
+                pass
+    raise ConfigError(f"{key}: expected {noun}, got {value!r}")
+
+
+def coerce_int(key: str, value) -> int:
+    """An integer from an int, a whole float or a string of digits; ConfigError otherwise."""
+    return _number(key, value, int, "an integer")
+
+
+def coerce_float(key: str, value) -> float:
+    """A float from a number or a numeric string (``1e-4``); ConfigError otherwise (bools too)."""
+    return _number(key, value, float, "a number")
+
+
+def unknown_key_hint(key: str) -> str:
+    """``unknown training key ...; did you mean ...?``: the message for a key TrainConfig lacks."""
+    close = difflib.get_close_matches(str(key), FIELDS, n=1)
     hint = f"did you mean {close[0]!r}?" if close else "run `python -m trainable --help-config` to list the keys"
-    return ConfigError(f"unknown {where} key {key!r}: {hint}")
+    return f"{key!r}; {hint}"
+
+
+def unknown_key_error(key: str, where: str = "config") -> ConfigError:
+    return ConfigError(f"unknown {where} key {unknown_key_hint(key)}")
+
+
+def explain(key: str, value, err: ConfigError) -> str:
+    """The error's message, plus the YAML pitfall behind most string-typed surprises."""
+    message = str(err)
+    if isinstance(value, bool) and _HINTS.get(key) in (str, str | None):
+        message += ("; YAML reads off/on/no/yes as true/false: quote the value, e.g. "
+                    f"{key}: '{'off' if not value else 'on'}'")
+    return message
+
+
+def is_number_key(key: str) -> bool:
+    """Whether ``key`` holds a number (int or float, optional or not)."""
+    return _HINTS[key] in (int, float, int | None, float | None)
+
+
+def is_int_key(key: str) -> bool:
+    return _HINTS[key] in (int, int | None)
 
 
 def coerce_value(key: str, value):
@@ -315,7 +348,8 @@ def validate(cfg: TrainConfig) -> None:
 
 
 def looks_like_path(value: str) -> bool:
-    return os.sep in value or value.endswith((".pt", ".pth", ".bin", ".safetensors"))
+    """A ``pretrained`` value that names a file rather than a torchvision weights name."""
+    return "/" in value or os.sep in value or value.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
 
 def describe() -> str:
@@ -324,4 +358,6 @@ def describe() -> str:
 
 
 __all__ = ["TrainConfig", "ConfigError", "from_dict", "to_dict", "parse_overrides", "coerce_value",
-           "validate", "describe", "FIELDS", "REPORTED_METRICS"]
+           "coerce_int", "coerce_float", "unknown_key_hint", "unknown_key_error", "explain", "looks_like_path",
+           "is_number_key", "is_int_key", "validate", "describe", "FIELDS", "METRICS", "REPORTED_METRICS",
+           "CHECKPOINT_FILE"]

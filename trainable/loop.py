@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-from trainable.config import TrainConfig, from_dict, to_dict
+from trainable.config import CHECKPOINT_FILE, TrainConfig, from_dict, to_dict
 from trainable.data import load_data
 from trainable.models import build_model, load_teacher
 from trainable.tricks.distill import distill_loss
@@ -29,7 +29,6 @@ from trainable.tricks.schedule import build_scheduler, effective_lr
 from trainable.tricks.targets import Mixer, soft_cross_entropy
 
 Report = Callable[[dict, str], None]
-CHECKPOINT_FILE = "state.pt"
 
 
 class NonFiniteLossError(FloatingPointError):

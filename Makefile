@@ -10,7 +10,7 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 # Two cores here; more torch threads than cores only adds contention.
 export OMP_NUM_THREADS ?= 2
 
-SEARCH_FLAGS = $(if $(RESUME),--resume) $(if $(SMOKE),--smoke) $(if $(DASHBOARD),--dashboard) \
+SEARCH_FLAGS = $(if $(RECIPE),--recipe $(RECIPE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(RESUME),--resume) $(if $(SMOKE),--smoke) $(if $(DASHBOARD),--dashboard) \
 	$(if $(SAMPLES),--samples $(SAMPLES)) $(foreach kv,$(SET),--set $(kv))
 
 .PHONY: help install search resume smoke lint test test-slow test-all bench report mlflow dashboard teacher data clean
@@ -26,11 +26,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-search: $(STAMP) ## run a search: make search SPACE=mixup_alpha [RESUME=1] [SMOKE=1] [DASHBOARD=1] [SAMPLES=N] [SET="lr=0.05 epochs=4"]
+search: $(STAMP) ## run a search: make search SPACE=mixup_alpha [RECIPE=cub200_resnet50 DATA_DIR=/data/CUB_200_2011] [RESUME=1] [SMOKE=1] [DASHBOARD=1] [SAMPLES=N] [SET="lr=0.05 epochs=4"]
 	$(PY) -m search $(SPACE) $(SEARCH_FLAGS)
 
 smoke: $(STAMP) ## the whole search path in well under a minute (tiny data, 1-2 epochs, few trials)
-	$(PY) -m search $(SPACE) --smoke
+	$(PY) -m search $(SPACE) --smoke $(if $(RECIPE),--recipe $(RECIPE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 dashboard: $(STAMP) ## a search with the Ray dashboard on http://127.0.0.1:8265
 	$(PY) -m search $(SPACE) --dashboard $(SEARCH_FLAGS)
@@ -41,9 +41,8 @@ report: $(STAMP) ## write reports/$(SPACE)/report.md + plots from the MLflow run
 mlflow: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 (store: $$MLFLOW_TRACKING_URI)
 	$(VENV)/bin/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port 5000
 
-teacher: $(STAMP) ## train the distillation teacher teachers/teacher.pt (ResNet-32 on all 10k images, ~6 min)
-	$(PY) -m trainable --set model=resnet32 --set epochs=8 --set hflip=true --set crop=pad --set channels_last=true \
-		--set lr=0.1 --set seed=1 --save-weights teachers/teacher.pt
+teacher: $(STAMP) ## train a recipe's distillation teacher into teachers/<recipe>.pt: make teacher [RECIPE=...] [DATA_DIR=...]
+	$(PY) -m search.teacher $(if $(RECIPE),--recipe $(RECIPE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 lint: $(STAMP) ## ruff over the tree (rules in pyproject.toml); CI runs it before the tests
 	$(VENV)/bin/ruff check .

@@ -16,7 +16,8 @@ from trainable.config import ConfigError, parse_overrides
 
 def _print_summary(s: dict) -> None:
     print("\n" + "=" * 72)
-    print(f"search {s['space']}: {s['trials']} trials" + (f", {s['errors']} failed" if s.get("errors") else ""))
+    print(f"search {s['space']} on recipe {s['recipe']}: {s['trials']} trials"
+          + (f", {s['errors']} failed" if s.get("errors") else ""))
     if "best_value" in s:
         print(f"best trial   {s['best_trial']}: {s['metric']} {s['best_value']:.2f}"
               + (f", val_top5 {s['best_val_top5']:.2f}" if s.get("best_val_top5") is not None else ""))
@@ -40,6 +41,9 @@ def _fmt(v) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m search", description=__doc__.splitlines()[0])
     parser.add_argument("space", help="a space name in spaces/ (e.g. mixup_alpha) or a path to a .yaml file")
+    parser.add_argument("--recipe", help="the setup the space is layered on: a name in spaces/recipes/ "
+                                         "(default: the embedded Fashion-MNIST one) or a path")
+    parser.add_argument("--data-dir", help="the recipe's data set folder (its data_dir), e.g. /data/CUB_200_2011")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="fix a training key for every trial (repeatable)")
     parser.add_argument("--samples", type=int, help="number of trials (overrides the space's num_samples)")
@@ -56,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.samples is not None and args.samples < 1:
             raise ConfigError(f"--samples {args.samples}: run at least one trial")
         pairs = [p for item in args.set for p in item.split()]
-        opts = SearchOptions(space=args.space, overrides=parse_overrides(pairs), samples=args.samples,
+        overrides = {**parse_overrides(pairs), **({"data_dir": args.data_dir} if args.data_dir else {})}
+        opts = SearchOptions(space=args.space, overrides=overrides, recipe=args.recipe, samples=args.samples,
                              smoke=args.smoke, resume=args.resume, storage=args.storage,
                              dashboard=args.dashboard, max_failures=args.max_failures)
         # SIGTERM (a killed `make`, a scheduler's stop) ends the search like Ctrl-C does:

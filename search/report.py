@@ -85,6 +85,7 @@ class SearchRecord:
     started: _dt.datetime
     state: str
     git_commit: str
+    recipe: str  # the recipe the search ran on (spaces/recipes/)
     question: str
     metric: str
     mode: str
@@ -146,7 +147,8 @@ def load_search(client: MlflowClient, parent, space: Space, tracking_uri: str) -
         name=parent.info.run_name or parent.info.run_id,
         started=_dt.datetime.fromtimestamp(parent.info.start_time / 1000, _dt.UTC),
         state=tags.get("state", "running" if parent.info.status == "RUNNING" else parent.info.status.lower()),
-        git_commit=tags.get("git_commit", "unknown"), question=tags.get("question", space.question),
+        git_commit=tags.get("git_commit", "unknown"), recipe=params.get("recipe", "fashion_mnist_resnet20"),
+        question=tags.get("question", space.question),
         metric=params.get("metric", space.metric), mode=params.get("mode", space.mode),
         max_epochs=int(params.get("max_epochs", space.max_epochs)),
         treatments=[k for k in searched if k != SEED_KEY], seed_searched=SEED_KEY in searched, trials=[])
@@ -569,6 +571,7 @@ def render_markdown(record: SearchRecord, configs: list[Config], seeds: list[See
         "| | |",
         "|---|---|",
         f"| space | `{record.space.name}` ({_space_file(record.space)}) |",
+        f"| recipe | `{record.recipe}` (spaces/recipes/{record.recipe}.yaml) |",
         f"| search | {record.name}, {record.state}, started {record.started:%Y-%m-%d %H:%M} UTC |",
         f"| git commit | `{record.git_commit}` |",
         f"| metric | {record.metric} ({record.mode}), at most {record.max_epochs} epochs |",

@@ -52,6 +52,7 @@ def default_storage() -> str:
 class SearchOptions:
     space: str
     overrides: dict
+    recipe: str | None = None  # a name in spaces/recipes/ or a path; None = the embedded default
     samples: int | None = None
     smoke: bool = False
     resume: bool = False
@@ -63,7 +64,7 @@ class SearchOptions:
 
 
 def prepare_space(opts: SearchOptions) -> Space:
-    space = load_space(opts.space)
+    space = load_space(opts.space, recipe=opts.recipe)
     fixed = dict(opts.overrides)
     budget = {}
     if opts.smoke:
@@ -216,14 +217,15 @@ def run_search(opts: SearchOptions):
                                   "results folder of a search; give the space name or a ray_results/<space>-* "
                                   "folder")
         else:
-            exp_path = latest_experiment(storage, load_space(opts.space).name)
+            exp_path = latest_experiment(storage, load_space(opts.space, recipe=opts.recipe).name)
         if exp_path is None:
             raise SearchError(f"nothing to resume: no search of space {opts.space!r} under {storage}; "
                               f"start one with `make search SPACE={opts.space}`")
         with open(os.path.join(exp_path, STATE_FILE)) as fh:
             state = json.load(fh)
         opts = SearchOptions(**{**opts.__dict__, "space": state["space"], "overrides": state["overrides"],
-                                "samples": state["samples"], "smoke": state["smoke"]})
+                                "samples": state["samples"], "smoke": state["smoke"],
+                                "recipe": state.get("recipe")})
     from trainable.loop import preflight
 
     space = prepare_space(opts)  # validates the whole space file before Ray starts
@@ -235,18 +237,20 @@ def run_search(opts: SearchOptions):
         exp_path = os.path.join(storage, name)
         os.makedirs(exp_path, exist_ok=True)
         exp_id = _experiment_id(client, space.name)
-        tags = {"space": space.name, "git_commit": git_commit(), "ray_results": exp_path,
+        tags = {"space": space.name, "recipe": space.recipe, "git_commit": git_commit(), "ray_results": exp_path,
                 "question": space.question, "command": space.command,
                 **{f"version.{k}": v for k, v in package_versions().items()}}
         parent = client.create_run(exp_id, run_name=name, tags={**tags, "tricktune_role": "search"})
         client.log_batch(parent.info.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in {
-            "space": space.name, "metric": space.metric, "mode": space.mode, "num_samples": space.num_samples,
+            "space": space.name, "recipe": space.recipe, "metric": space.metric, "mode": space.mode,
+            "num_samples": space.num_samples,
             "max_epochs": space.max_epochs, "grace_period": space.grace_period,
             "reduction_factor": space.reduction_factor, "scheduler": space.scheduler, "searcher": space.searcher,
             "searched": ",".join(space.params) + (",variant" if space.variants else ""),
             "overrides": json.dumps(opts.overrides), "smoke": opts.smoke}.items()])
         client.log_artifact(parent.info.run_id, space.path, "space")
-        state = {"space": opts.space, "overrides": opts.overrides, "samples": opts.samples, "smoke": opts.smoke,
+        state = {"space": opts.space, "recipe": opts.recipe, "overrides": opts.overrides, "samples": opts.samples,
+                 "smoke": opts.smoke,
                  "experiment_id": exp_id, "parent_run_id": parent.info.run_id, "tags": tags, "name": name}
         with open(os.path.join(exp_path, STATE_FILE), "w") as fh:
             json.dump(state, fh, indent=2)
@@ -260,7 +264,8 @@ def run_search(opts: SearchOptions):
     from ray import tune
 
     tracker = MlflowTracker(tracking_uri, state["experiment_id"], state["parent_run_id"], space, exp_path,
-                            base_tags={k: v for k, v in state["tags"].items() if k in ("space", "git_commit")},
+                            base_tags={k: v for k, v in state["tags"].items()
+                                       if k in ("space", "recipe", "git_commit")},
                             baseline_key=baseline_key(space))
     trainable = _trainable(space)
     if opts.resume and tune.Tuner.can_restore(exp_path):
@@ -354,7 +359,8 @@ def summarize(results, space: Space, tracker: MlflowTracker, state: dict, exp_pa
     for r in results:
         if r.metrics and space.metric in r.metrics and not r.metrics.get("nonfinite_loss"):
             rows.append(r)
-    summary = {"space": space.name, "metric": space.metric, "results": exp_path, "tracking_uri": tracking_uri,
+    summary = {"space": space.name, "recipe": space.recipe, "metric": space.metric, "results": exp_path,
+               "tracking_uri": tracking_uri,
                "experiment": experiment_name(space.name), "parent_run_id": state["parent_run_id"],
                "trials": len(results), "errors": sum(r.error is not None for r in results)}
     if not rows:

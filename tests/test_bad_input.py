@@ -243,10 +243,7 @@ def test_bad_input_fails_before_anything_runs(isolated, capsys, monkeypatch, cas
     before = set(os.listdir(tmp))
     capsys.readouterr()
 
-    if cli == SEARCH:
-        code = search_cli.main([*argv, "--storage", str(tmp / "ray")])
-    else:
-        code = trainable_cli.main(argv)
+    code = search_cli.main([*argv, "--storage", str(tmp / "ray")]) if cli == SEARCH else trainable_cli.main(argv)
 
     out = capsys.readouterr()
     lines = out.err.strip().splitlines()

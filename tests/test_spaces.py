@@ -3,17 +3,46 @@ every kind of mistake in a space file fails with one line naming the file, key a
 
 import dataclasses
 import pickle
-import random
 import subprocess
 import sys
 
 import pytest
 
-from spaces import PROJECT_ROOT, SPACES_DIR, Param, Space, SpaceError, list_spaces, load_space
+from spaces import (
+    DEFAULT_RECIPE,
+    PROJECT_ROOT,
+    SPACES_DIR,
+    Param,
+    Space,
+    SpaceError,
+    list_recipes,
+    list_spaces,
+    load_recipe,
+    load_space,
+)
 from trainable.config import ConfigError, TrainConfig, from_dict
 
-TEACHER = PROJECT_ROOT / "teachers" / "teacher.pt"
+TEACHER = PROJECT_ROOT / "teachers" / f"{DEFAULT_RECIPE}.pt"
 SHIPPED = list_spaces()
+
+
+def draw(space: Space, n: int, seed: int = 0) -> list[dict]:
+    """``n`` points drawn the way a search draws them: through search/domains.py's Ray Tune
+    domains, by Optuna (TPE's space, sampled at random here) or by Ray's variant generator."""
+    from search.domains import param_space
+
+    domains = param_space(space)
+    if space.searcher == "optuna":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        distributions = OptunaSearch.convert_search_space(domains)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        return [study.ask(distributions).params for _ in range(n)]
+    from ray.tune.search.variant_generator import generate_variants
+
+    return [config for _ in range(n) for _, config in generate_variants(domains)][:n]
 
 
 def test_the_named_spaces_are_all_there():
@@ -32,9 +61,7 @@ def test_every_space_loads_samples_and_builds_valid_configs(name):
     assert space.command == f"make search SPACE={name}"
     assert isinstance(from_dict(space.baseline), TrainConfig)
     assert space.fixed["epochs"] == space.max_epochs
-    rng = random.Random(0)
-    for _ in range(10):
-        sampled = space.sample(rng)
+    for sampled in draw(space, 10):
         cfg = space.trial_config(sampled)
         assert isinstance(cfg, TrainConfig) and cfg.epochs == space.max_epochs
         for key, value in sampled.items():
@@ -47,13 +74,13 @@ def test_every_space_loads_samples_and_builds_valid_configs(name):
 def test_kd_space_loads_when_a_teacher_file_exists(tmp_path):
     teacher = tmp_path / "teacher.pt"
     teacher.write_bytes(b"")  # load_space checks only that the file is there
-    text = (SPACES_DIR / "kd_temperature.yaml").read_text().replace("teachers/teacher.pt", str(teacher))
+    text = (SPACES_DIR / "kd_temperature.yaml").read_text().replace("teachers/{recipe}.pt", str(teacher))
     path = tmp_path / "kd.yaml"
     path.write_text(text)
     space = load_space(str(path))
     assert space.fixed["teacher_checkpoint"] == str(teacher)
     assert space.baseline["kd_weight"] == 0.0  # the reference trial does not distil
-    assert space.trial_config(space.sample(random.Random(1))).teacher_checkpoint == str(teacher)
+    assert space.trial_config(draw(space, 1)[0]).teacher_checkpoint == str(teacher)
 
 
 def test_every_space_file_states_its_question_and_command_first():
@@ -100,7 +127,7 @@ def test_relative_paths_are_made_absolute_against_the_project_root(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SpaceError, match=f"no directory at '{PROJECT_ROOT / 'data'}'"):
         load_space(str(path))
-    monkeypatch.setattr("spaces.PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr("spaces.validate.PROJECT_ROOT", tmp_path)
     space = load_space(str(path))
     assert space.fixed["data_dir"] == str(tmp_path / "data")
     assert space.fixed["pretrained"] == "IMAGENET1K_V1"  # a weights name, not a path
@@ -119,7 +146,7 @@ def test_override_of_a_fixed_key_changes_it():
     space = load_space("mixup_alpha").override(fixed={"weight_decay": "1e-4", "hflip": "false"})
     assert space.fixed["weight_decay"] == 1e-4 and space.fixed["hflip"] is False
     assert space.baseline["weight_decay"] == 1e-4
-    assert space.trial_config(space.sample(random.Random(0))).weight_decay == 1e-4
+    assert space.trial_config(draw(space, 1)[0]).weight_decay == 1e-4
 
 
 def test_override_of_a_searched_key_fixes_it_and_removes_it_from_params():
@@ -144,7 +171,7 @@ def test_every_space_survives_a_two_epoch_smoke_override(name):
     space = load_space(name).override(fixed={"epochs": "2", "train_subset": "512", "val_subset": "256"},
                                       num_samples=2)
     assert space.max_epochs == 2 and space.grace_period <= 2
-    assert space.trial_config(space.sample(random.Random(0))).train_subset == 512
+    assert space.trial_config(draw(space, 1)[0]).train_subset == 512
 
 
 def test_override_lowers_the_grace_period_with_max_epochs(tmp_path):
@@ -198,7 +225,8 @@ def param(spec):
 # (id, file body after the header, expected message fragment). metric/mode are prepended
 # unless the body starts with its own; None = an empty file; "no-header" = a good body, no header.
 BAD = [
-    ("malformed-yaml", PARAMS + "budget: {num_samples: 2, max_epochs: 2\n", "malformed YAML at line 8, column 1: expected ',' or '}', "
+    ("malformed-yaml", PARAMS + "budget: {num_samples: 2, max_epochs: 2\n",
+     "malformed YAML at line 8, column 1: expected ',' or '}', "
      "but got '<stream end>' "
      "(while parsing a flow mapping begun at line 7)"),
     ("duplicate-key", PARAMS + "  mixup_alpha: {type: uniform, low: 0.0, high: 0.5}\n" + BUDGET,
@@ -273,7 +301,7 @@ BAD = [
     ("budget-not-a-mapping", PARAMS + "budget: 12\n", "budget: expected a mapping"),
     ("unknown-budget-key", PARAMS + "budget: {num_sample: 2, max_epochs: 2}\n",
      "budget.num_sample: unknown budget key; did you mean 'num_samples'?"),
-    ("missing-max-epochs", PARAMS + "budget: {num_samples: 2}\n", "budget.max_epochs: missing"),
+    ("missing-num-samples", PARAMS + "budget: {max_epochs: 2}\n", "budget.num_samples: missing"),
     ("zero-samples", PARAMS + "budget: {num_samples: 0, max_epochs: 2}\n", "budget.num_samples: 0 is below 1"),
     ("grace-above-max-epochs", PARAMS + "budget: {num_samples: 2, max_epochs: 2, grace_period: 3}\n",
      "budget.grace_period: 3 is above max_epochs=2"),
@@ -363,8 +391,7 @@ def test_header_question_may_continue_on_the_next_comment_line(tmp_path):
 
 def test_int_params_include_both_ends():
     space = load_space("augment")
-    rng = random.Random(0)
-    draws = {space.params["randaugment_n"].draw(rng) for _ in range(200)}
+    draws = {point["randaugment_n"] for point in draw(space, 200)}
     assert draws == {1, 2, 3}
 
 
@@ -372,3 +399,71 @@ def test_unknown_space_name_in_message_is_one_line():
     with pytest.raises(SpaceError) as info:
         load_space("nonsense")
     assert "\n" not in str(info.value) and str(info.value).startswith("spaces/nonsense.yaml: ")
+
+
+# --- recipes: the setup every space is layered on -----------------------------------------
+
+RECIPE_HEADER = "# Recipe: a tiny test recipe\n"
+RECIPE_GOOD = "fixed: {train_subset: 256, val_subset: 128}\nbudget: {max_epochs: 3, grace_period: 2}\n"
+
+
+def write_recipe(tmp_path, body, header=RECIPE_HEADER):
+    path = tmp_path / "tiny_recipe.yaml"
+    path.write_text(header + body)
+    return path
+
+
+def test_every_shipped_recipe_loads_and_states_its_budget():
+    assert DEFAULT_RECIPE in list_recipes()
+    for name in list_recipes():
+        recipe = load_recipe(name)
+        assert recipe.name == name and recipe.title and recipe.budget["max_epochs"] >= 1
+        text = (SPACES_DIR / "recipes" / f"{name}.yaml").read_text()
+        assert text.startswith("# Recipe: ") and "Budget:" in text, name  # what it is and why its budget
+
+
+def test_the_budget_comes_from_defaults_then_recipe_then_space(tmp_path):
+    recipe = write_recipe(tmp_path, RECIPE_GOOD)
+    space = load_space(str(write(tmp_path, PARAMS + "budget: {num_samples: 4, grace_period: 1}\n")),
+                       recipe=str(recipe))
+    assert space.recipe == "tiny_recipe" and space.max_epochs == 3  # the recipe's
+    assert space.grace_period == 1 and space.num_samples == 4  # the space's own
+    assert space.reduction_factor == 3 and space.max_concurrent == 2  # the defaults
+    assert space.fixed["train_subset"] == 256 and space.fixed["epochs"] == 3
+
+
+def test_recipe_placeholder_in_paths_names_the_recipe(tmp_path, monkeypatch):
+    teacher = tmp_path / "teachers" / "tiny_recipe.pt"
+    teacher.parent.mkdir()
+    teacher.write_bytes(b"")
+    monkeypatch.setattr("spaces.validate.PROJECT_ROOT", tmp_path)
+    body = "fixed:\n  teacher_checkpoint: teachers/{recipe}.pt\n" + PARAMS + BUDGET
+    space = load_space(str(write(tmp_path, body)), recipe=str(write_recipe(tmp_path, RECIPE_GOOD)))
+    assert space.fixed["teacher_checkpoint"] == str(teacher)
+
+
+BAD_RECIPES = [
+    ("no-header", RECIPE_GOOD, "", "no `# Recipe: ...` comment"),
+    ("no-max-epochs", "budget: {grace_period: 1}\n", RECIPE_HEADER, "budget.max_epochs: missing"),
+    ("num-samples", "budget: {max_epochs: 2, num_samples: 4}\n", RECIPE_HEADER,
+     "budget.num_samples: not a recipe budget key; how many trials a question needs is the space's"),
+    ("epochs-in-fixed", "fixed: {epochs: 3}\nbudget: {max_epochs: 2}\n", RECIPE_HEADER, "fixed.epochs"),
+    ("unknown-key", "fixed: {lrr: 0.1}\nbudget: {max_epochs: 2}\n", RECIPE_HEADER, "did you mean 'lr'"),
+    ("unknown-section", RECIPE_GOOD + "params: {}\n", RECIPE_HEADER, "params: unknown top-level key of a recipe"),
+    ("teacher-no-epochs", RECIPE_GOOD + "teacher: {model: resnet32}\n", RECIPE_HEADER, "teacher.epochs: missing"),
+    ("bad-budget", "budget: {max_epochs: 2, grace_period: 5}\n", RECIPE_HEADER, "grace_period: 5 is above"),
+]
+
+
+@pytest.mark.parametrize("body, header, fragment", [c[1:] for c in BAD_RECIPES], ids=[c[0] for c in BAD_RECIPES])
+def test_a_bad_recipe_is_rejected_with_one_line(tmp_path, body, header, fragment):
+    path = write_recipe(tmp_path, body, header)
+    with pytest.raises(SpaceError) as info:
+        load_recipe(str(path))
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_unknown_recipe_name_lists_the_recipes():
+    with pytest.raises(SpaceError, match=f"unknown recipe 'fashion_mnist'; did you mean '{DEFAULT_RECIPE}'"):
+        load_recipe("fashion_mnist")

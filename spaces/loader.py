@@ -1,0 +1,65 @@
+"""``load_space``: a space file, layered on a recipe, validated section by section."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+from spaces import validate
+from spaces.errors import SpaceError
+from spaces.files import SPACES_DIR, display, header, names_in, read_yaml, resolve
+from spaces.model import Space
+from spaces.recipes import Recipe, load_recipe
+
+EXAMPLE = "`metric: ...`, `mode: ...`, `params: ...`, `budget: ...`"
+
+
+def list_spaces() -> list[str]:
+    """The names of the space files in spaces/, sorted."""
+    return names_in(SPACES_DIR)
+
+
+def load_space(name_or_path: str | os.PathLike, recipe: str | os.PathLike | Recipe | None = None) -> Space:
+    """Load and validate a space: a name in spaces/ (``mixup_alpha``) or a path to a .yaml
+    file, layered on ``recipe`` (a name in spaces/recipes/, a path, or None for the default)."""
+    path = resolve(name_or_path, SPACES_DIR, "space")
+    raw, text = read_yaml(path, EXAMPLE + " (see spaces/mixup_alpha.yaml)")
+    question, command = _question_and_command(path, text)
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    return build(path, raw, recipe, question, command)
+
+
+def _question_and_command(path: pathlib.Path, text: str) -> tuple[str, str]:
+    found = header(text, ("Question", "Run"), multiline=("Question",))
+    if not found.get("Question"):
+        raise SpaceError(display(path), "header", "no `# Question: ...` comment at the top; begin the file "
+                         f"with the question it answers and `# Run: make search SPACE={path.stem}`")
+    spelled = path.stem if path.parent == SPACES_DIR else display(path)
+    return found["Question"], found.get("Run") or f"make search SPACE={spelled}"
+
+
+def build(path: pathlib.Path, raw: dict, recipe: Recipe, question: str, command: str) -> Space:
+    file = display(path)
+    validate.top_keys(file, raw)
+    metric, mode = validate.metric_and_mode(file, raw)
+    budget_raw = validate.mapping(file, "budget", raw["budget"], "{num_samples: 12}")
+    validate.known_budget_keys(file, budget_raw)
+    budget = validate.budget({**validate.BUDGET_DEFAULTS, **recipe.budget, **budget_raw}, file)
+    scheduler, seed = validate.scheduler_and_seed(file, raw)
+    params_raw = validate.mapping(file, "params", raw["params"], "{mixup_alpha: {type: uniform, low: 0.0, high: 1.0}}")
+    own_fixed = validate.mapping(file, "fixed", raw.get("fixed"), "{hflip: true}")
+    fixed = validate.fixed(file, recipe.fixed, own_fixed, params_raw, budget["max_epochs"], recipe.name)
+    params = {name: validate.param(file, name, spec) for name, spec in params_raw.items()}
+    baseline = validate.baseline(file, raw.get("baseline"), params, fixed, recipe.fixed)
+    validate.domains(file, params, baseline)
+    variants = validate.variants(file, raw.get("variants"), params, baseline, recipe.name)
+    # Grid search (Ray's variant generator) when there is a grid to walk, or nothing to
+    # sample; Optuna's TPE otherwise.
+    grid = not params or variants or any(p.type == "grid" for p in params.values())
+    return Space(name=path.stem, path=str(path), question=question, command=command, recipe=recipe.name,
+                 metric=metric, mode=mode, fixed=fixed, params=params, baseline=baseline, variants=variants,
+                 scheduler=scheduler, seed=seed, searcher="grid" if grid else "optuna", **budget)
+
+
+__all__ = ["load_space", "list_spaces", "build"]

@@ -1,7 +1,9 @@
-"""``python -m search SPACE [--set key=value ...] [--samples N] [--resume] [--smoke]``
+"""``python -m search SPACE [--recipe R] [--set key=value ...] [--samples N] [--confirm-seeds N] [--resume]``
 
-Runs a real Ray Tune search over a named space (spaces/<SPACE>.yaml): Optuna TPE
-proposes, ASHA stops bad trials early, MLflow records every trial.
+Runs a real Ray Tune search over a named space (spaces/<SPACE>.yaml) layered on a recipe
+(spaces/recipes/): Optuna TPE proposes, ASHA stops bad trials early, then the best
+configurations and the baseline run again over paired seeds and the summary gives each a
+verdict. MLflow records every trial.
 """
 
 from __future__ import annotations
@@ -15,27 +17,31 @@ from trainable.config import ConfigError, parse_overrides
 
 
 def _print_summary(s: dict) -> None:
+    from search.domains import describe
+    from search.summary import confirmation_lines
+
     print("\n" + "=" * 72)
     print(f"search {s['space']} on recipe {s['recipe']}: {s['trials']} trials"
           + (f", {s['errors']} failed" if s.get("errors") else ""))
     if "best_value" in s:
-        print(f"best trial   {s['best_trial']}: {s['metric']} {s['best_value']:.2f}"
-              + (f", val_top5 {s['best_val_top5']:.2f}" if s.get("best_val_top5") is not None else ""))
-        print(f"  params     {', '.join(f'{k}={_fmt(v)}' for k, v in s['best_config'].items())}")
+        print(f"best single run {s['best_trial']}: {s['metric']} {s['best_value']:.2f}"
+              + (f", val_top5 {s['best_val_top5']:.2f}" if s.get("best_val_top5") is not None else "")
+              + f" ({describe(s['best_config'])})")
         if "baseline_value" in s:
-            print(f"baseline     {s['metric']} {s['baseline_value']:.2f}   delta {s['delta']:+.2f} points")
+            print(f"baseline run    {s['metric']} {s['baseline_value']:.2f}   delta {s['delta']:+.2f} points "
+                  "(one seed each: a hint, not a result)")
     else:
         print("no trial produced a result")
+    if s.get("confirm"):
+        print("\n".join(confirmation_lines(s["confirm"], s["metric"])))
+    elif "best_value" in s and not s.get("interrupted"):
+        print("not confirmed over seeds (--confirm-seeds 0): the best single run may be the luckiest")
     print(f"MLflow       experiment {s['experiment']!r}, parent run {s['parent_run_id']} ({s['tracking_uri']})")
     print("             look: make mlflow  ->  http://127.0.0.1:5000 ;  table and plots: "
           f"make report SPACE={s['space']}")
     print(f"Ray results  {s['results']}")
     if s.get("interrupted"):
         print(f"INTERRUPTED: finished trials are kept; continue with  {s['resume_command']}")
-
-
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="fix a training key for every trial (repeatable)")
     parser.add_argument("--samples", type=int, help="number of trials (overrides the space's num_samples)")
+    parser.add_argument("--confirm-top", type=int, metavar="K", help="confirm the K best configurations (default 2)")
+    parser.add_argument("--confirm-seeds", type=int, metavar="N",
+                        help="seeds per confirmed configuration and the baseline (default 3; 0 = no confirmation)")
     parser.add_argument("--resume", action="store_true", help="continue the latest interrupted search of SPACE")
     parser.add_argument("--smoke", action="store_true", help="tiny data, 2 epochs, 3 trials: the whole path fast")
     parser.add_argument("--dashboard", action="store_true", help="Ray dashboard on http://127.0.0.1:8265")
@@ -62,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs = [p for item in args.set for p in item.split()]
         overrides = {**parse_overrides(pairs), **({"data_dir": args.data_dir} if args.data_dir else {})}
         opts = SearchOptions(space=args.space, overrides=overrides, recipe=args.recipe, samples=args.samples,
+                             confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds,
                              smoke=args.smoke, resume=args.resume, storage=args.storage,
                              dashboard=args.dashboard, max_failures=args.max_failures)
         # SIGTERM (a killed `make`, a scheduler's stop) ends the search like Ctrl-C does:

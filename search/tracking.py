@@ -25,7 +25,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray import tune
 
-from search.domains import is_baseline
+from search import confirm
+from search.domains import describe, is_baseline
 from trainable.config import REPORTED_METRICS, to_dict
 
 # MLflow caps one log_batch at 1000 metrics / 100 params.
@@ -235,6 +236,7 @@ class MlflowTracker(tune.Callback):
         self.base_tags = base_tags
         self.baseline_key = baseline_key
         self.writer: MlflowWriter | None = None
+        self.stage, self.candidates = "search", None
         self.trial_status: dict[str, str] = {}
         self.last_epoch: dict[str, int] = {}  # per trial, the newest epoch sent to MLflow
 
@@ -260,23 +262,40 @@ class MlflowTracker(tune.Callback):
         if trial.trial_id not in self.trial_status:
             self.on_trial_start(0, [], trial)
 
+    def start_stage(self, stage: str, candidates: dict | None = None) -> None:
+        """Trials from now on belong to ``stage`` ("search" or "confirm"); a confirmation trial's
+        config names a candidate of ``candidates`` ({label: searched values}) and a seed."""
+        self.stage, self.candidates = stage, candidates
+
+    def _describe(self, config: dict) -> tuple[dict, dict, bool]:
+        """(values for space.trial_config, tags, is it the baseline) of a trial's config."""
+        if self.candidates and confirm.CANDIDATE_KEY in config:
+            label = config[confirm.CANDIDATE_KEY]
+            baseline = label == confirm.BASELINE
+            name = f"confirm {'baseline' if baseline else label} seed={config[confirm.SEED_KEY]}"
+            return confirm.sampled(config, self.candidates), {"candidate": label, MLFLOW_RUN_NAME: name}, baseline
+        baseline = is_baseline(config, self.baseline_key)
+        searched = {k: v for k, v in config.items() if k != "seed"}
+        name = ("baseline: " if baseline else "") + describe(searched) + (f" seed={config['seed']}" if "seed" in config
+                                                                          else "")
+        return config, {MLFLOW_RUN_NAME: name}, baseline
+
     def on_trial_start(self, iteration, trials, trial, **info):
         key = trial.trial_id
-        cfg = self.space.trial_config(trial.config)
-        baseline = is_baseline(trial.config, self.baseline_key)
-        tags = {**self.base_tags, MLFLOW_PARENT_RUN_ID: self.parent_run_id,
-                MLFLOW_RUN_NAME: f"{'baseline-' if baseline else ''}{trial.trial_id}",
+        sampled, stage_tags, baseline = self._describe(trial.config)
+        cfg = self.space.trial_config(sampled)
+        tags = {**self.base_tags, MLFLOW_PARENT_RUN_ID: self.parent_run_id, "stage": self.stage,
                 "trial_id": trial.trial_id, "is_baseline": str(baseline).lower(),
-                "searched": ",".join(sorted(trial.config))}
-        if "variant" in trial.config:
-            tags["variant"] = trial.config["variant"]
+                "searched": ",".join(sorted(trial.config)), **stage_tags}
+        if "variant" in sampled:
+            tags["variant"] = sampled["variant"]
         w = self._w()
         if key in self.trial_status:  # restarted after a failure: same run, back to RUNNING
             w.put(_Op("reopen", key))
         else:
             w.put(_Op("create", key, {"tags": tags}))
-            w.put(_Op("params", key, {"params": {**to_dict(cfg), **({"variant": trial.config["variant"]}
-                                                                   if "variant" in trial.config else {})}}))
+            w.put(_Op("params", key, {"params": {**to_dict(cfg), **({"variant": sampled["variant"]}
+                                                                   if "variant" in sampled else {})}}))
             w.put(_Op("reopen", key))
         self.trial_status[key] = "RUNNING"
 

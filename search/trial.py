@@ -11,6 +11,7 @@ import dataclasses
 
 from ray import tune
 
+from search import confirm
 from trainable.config import REPORTED_METRICS
 from trainable.loop import NonFiniteLossError, fit
 
@@ -19,8 +20,10 @@ from trainable.loop import NonFiniteLossError, fit
 DIVERGED = {name: float("nan") if name.endswith("loss") else 0.0 for name in REPORTED_METRICS if name != "epoch"}
 
 
-def run_trial(config: dict, space, threads: int = 0) -> None:
-    cfg = space.trial_config(config)
+def run_trial(config: dict, space, threads: int = 0, candidates: dict | None = None) -> None:
+    """One trial: ``config`` is what Ray sampled (or, for a confirmation trial, a candidate's
+    label and a seed, resolved through ``candidates``)."""
+    cfg = space.trial_config(confirm.sampled(config, candidates) if candidates else config)
     if threads and cfg.threads == 0:
         # One torch thread per CPU Ray gave the trial, so packed trials don't oversubscribe the cores.
         cfg = dataclasses.replace(cfg, threads=threads)

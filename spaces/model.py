@@ -65,6 +65,8 @@ class Space:
     max_concurrent: int
     cpus_per_trial: float
     gpus_per_trial: float
+    confirm_top: int
+    confirm_seeds: int
     scheduler: str
     seed: int
     searcher: str

@@ -35,13 +35,18 @@ TOP_KEYS = ("metric", "mode", "fixed", "params", "baseline", "variants", "budget
 # neither states comes from here. None = required (num_samples from the space, max_epochs
 # from the recipe).
 BUDGET_DEFAULTS = {"num_samples": None, "max_epochs": None, "grace_period": 1, "reduction_factor": 3,
-                   "max_concurrent": 2, "cpus_per_trial": 1, "gpus_per_trial": 0}
+                   "max_concurrent": 2, "cpus_per_trial": 1, "gpus_per_trial": 0,
+                   # The confirmation stage (search/confirm.py): the top 2 configurations and the
+                   # baseline again for 3 paired seeds, the fewest that give a t-interval (2 df).
+                   "confirm_top": 2, "confirm_seeds": 3}
 # (minimum, what to do) for the integer budget keys.
 _BUDGET_INTS = {"num_samples": (1, "run at least one trial"),
                 "max_epochs": (1, "train for at least one epoch"),
                 "grace_period": (1, "ASHA needs at least one epoch before it can stop a trial"),
                 "reduction_factor": (2, "ASHA keeps 1/reduction_factor of the trials at each rung; 3 is usual"),
-                "max_concurrent": (1, "at least one trial must run at a time")}
+                "max_concurrent": (1, "at least one trial must run at a time"),
+                "confirm_top": (0, "confirm the best 0 or more configurations"),
+                "confirm_seeds": (0, "0 turns confirmation off; 2 or more seeds give a spread")}
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice", "grid")
 _DIST_FIELDS = {"uniform": ("low", "high"), "loguniform": ("low", "high"), "int": ("low", "high"),
                 "choice": ("values",), "grid": ("values",)}
@@ -181,6 +186,8 @@ def budget(merged: dict, file: str) -> dict:
     if out["grace_period"] > out["max_epochs"]:
         raise SpaceError(file, "budget.grace_period", f"{out['grace_period']} is above max_epochs="
                          f"{out['max_epochs']}; a trial cannot be stopped after it has finished: lower grace_period")
+    if out["confirm_seeds"] == 1:
+        raise SpaceError(file, "budget.confirm_seeds", "1 seed gives no spread to compare; use 0 (off) or 2 or more")
     cpus = number(file, "budget.cpus_per_trial", merged["cpus_per_trial"])
     if cpus <= 0:
         raise SpaceError(file, "budget.cpus_per_trial", f"{merged['cpus_per_trial']} is not above 0; give each "

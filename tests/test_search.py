@@ -150,7 +150,7 @@ def test_a_trial_terminated_by_ctrl_c_counts_as_unfinished():
     live = SimpleNamespace(trial_id="live", status="TERMINATED", last_result={"epoch": 2})
     starting = SimpleNamespace(trial_id="starting", status="TERMINATED", last_result={})
     pending = SimpleNamespace(trial_id="pending", status="PENDING", last_result={})
-    assert not _unfinished(grid(done, failed, from_before), space, tracker)
-    assert _unfinished(grid(done, failed), space, tracker)  # fewer trials than the budget
+    assert not _unfinished(grid(done, failed, from_before), space.num_samples, tracker)
+    assert _unfinished(grid(done, failed), space.num_samples, tracker)  # fewer trials than the budget
     for unfinished in (live, starting, pending):
-        assert _unfinished(grid(done, failed, unfinished), space, tracker)
+        assert _unfinished(grid(done, failed, unfinished), space.num_samples, tracker)

@@ -1,0 +1,133 @@
+"""What a search writes before it trains: the MLflow parent run and the state file.
+
+``tricktune.json`` in the search's results folder holds how to rebuild the search on
+``--resume`` (space, recipe, overrides), its MLflow ids, and which phase it reached
+(``search``, then ``confirm`` with the chosen candidates and seeds), so a resumed search
+neither repeats a finished phase nor picks other candidates.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import glob
+import json
+import os
+import platform
+import subprocess
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from search.tracking import experiment_name
+from spaces import PROJECT_ROOT, Space
+
+STATE_FILE = "tricktune.json"
+
+
+class SearchError(Exception):
+    """A problem found before any training starts; one line with the fix."""
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (sha or "unknown") + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict:
+    import optuna
+    import ray
+    import torch
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "ray": ray.__version__, "optuna": optuna.__version__, "mlflow": mlflow.__version__}
+
+
+def check_tracking(tracking_uri: str) -> MlflowClient:
+    """Fail before training if the MLflow store cannot be reached."""
+    # MLflow's HTTP client retries with backoff for minutes by default; an unreachable
+    # server should fail the start in seconds, and mid-search our writer retries itself.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    client = MlflowClient(tracking_uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - any failure here means "cannot record results"
+        raise SearchError(f"MLflow tracking store {tracking_uri!r} is unreachable ({type(err).__name__}); "
+                          "start the server or set MLFLOW_TRACKING_URI=sqlite:///mlflow.db") from None
+    return client
+
+
+def latest_experiment(storage: str, space_name: str) -> str | None:
+    found = sorted(p for p in glob.glob(os.path.join(storage, f"{space_name}-*"))
+                   if os.path.isfile(os.path.join(p, STATE_FILE)))
+    return found[-1] if found else None
+
+
+def resume_state(target: str, storage: str, space_name) -> tuple[str, dict]:
+    """(results folder, state) of the search to resume: ``target`` is a results folder, or a
+    space whose latest search under ``storage`` is meant (``space_name()`` names it)."""
+    if os.path.isdir(target):  # a results folder of one search
+        exp_path = target
+        if not os.path.isfile(os.path.join(exp_path, STATE_FILE)):
+            raise SearchError(f"nothing to resume in {exp_path!r}: it has no {STATE_FILE}, so it is not the "
+                              "results folder of a search; give the space name or a ray_results/<space>-* folder")
+    else:
+        exp_path = latest_experiment(storage, space_name())
+    if exp_path is None:
+        raise SearchError(f"nothing to resume: no search of space {target!r} under {storage}; "
+                          f"start one with `make search SPACE={target}`")
+    with open(os.path.join(exp_path, STATE_FILE)) as fh:
+        return exp_path, json.load(fh)
+
+
+def save_state(exp_path: str, state: dict) -> None:
+    tmp = os.path.join(exp_path, STATE_FILE + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(state, fh, indent=2)
+    os.replace(tmp, os.path.join(exp_path, STATE_FILE))  # a kill mid-write keeps the old state
+
+
+def start(client: MlflowClient, space: Space, opts, storage: str) -> tuple[str, dict]:
+    """Create the results folder, the MLflow parent run and the state file of a new search."""
+    name = f"{space.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    exp_path = os.path.join(storage, name)
+    os.makedirs(exp_path, exist_ok=True)
+    exp_id = experiment_id(client, space.name)
+    tags = {"space": space.name, "recipe": space.recipe, "git_commit": git_commit(), "ray_results": exp_path,
+            "question": space.question, "command": space.command,
+            **{f"version.{k}": v for k, v in package_versions().items()}}
+    parent = client.create_run(exp_id, run_name=name, tags={**tags, "tricktune_role": "search"})
+    client.log_batch(parent.info.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in {
+        "space": space.name, "recipe": space.recipe, "metric": space.metric, "mode": space.mode,
+        "num_samples": space.num_samples, "max_epochs": space.max_epochs, "grace_period": space.grace_period,
+        "reduction_factor": space.reduction_factor, "scheduler": space.scheduler, "searcher": space.searcher,
+        "confirm_top": space.confirm_top, "confirm_seeds": space.confirm_seeds,
+        "searched": ",".join(space.params) + (",variant" if space.variants else ""),
+        "overrides": json.dumps(opts.overrides), "smoke": opts.smoke}.items()])
+    client.log_artifact(parent.info.run_id, space.path, "space")
+    state = {"space": opts.space, "recipe": opts.recipe, "overrides": opts.overrides, "samples": opts.samples,
+             "smoke": opts.smoke, "confirm_top": opts.confirm_top, "confirm_seeds": opts.confirm_seeds,
+             "experiment_id": exp_id, "parent_run_id": parent.info.run_id, "tags": tags, "name": name,
+             "phase": "search"}
+    save_state(exp_path, state)
+    return exp_path, state
+
+
+def experiment_id(client: MlflowClient, space_name: str) -> str:
+    exp = client.get_experiment_by_name(experiment_name(space_name))
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    return client.create_experiment(experiment_name(space_name))
+
+
+__all__ = ["STATE_FILE", "SearchError", "git_commit", "package_versions", "check_tracking", "latest_experiment",
+           "resume_state", "save_state", "start", "experiment_id"]

@@ -1,0 +1,135 @@
+"""The Ray Tune side of a search: starting Ray, and the Tuner of each phase.
+
+Phase 1 (search): Optuna's TPE proposes (or Ray's variant generator walks a grid), ASHA
+stops poor trials early but never the baseline. Phase 2 (confirm, search/confirm.py): a
+grid of candidates x seeds, every trial to the end. Both run ``search.trial.run_trial``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from search.domains import baseline_key, is_baseline
+from search.ray_private import asha_time_attr_and_max_t, run_config_callbacks
+from spaces import Space
+
+
+def init_ray(dashboard: bool) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs = dict(include_dashboard=dashboard, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    if dashboard:
+        # 127.0.0.1 only: the dashboard and its job API run code for whoever can reach them.
+        kwargs.update(dashboard_host=os.environ.get("TRICKTUNE_DASHBOARD_HOST", "127.0.0.1"), dashboard_port=8265)
+    # ray.init replaces the caller's SIGTERM handler with its own sys.exit (and Ray's C++ core
+    # logs and dies on SIGTERM): a SIGTERM then killed the search with no summary and runs left
+    # open. Put back the handler the command line set (SIGTERM = Ctrl-C, a graceful stop).
+    sigterm = signal.getsignal(signal.SIGTERM)
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **{k: v for k, v in kwargs.items() if not k.startswith("dashboard")
+                                      and k != "include_dashboard"})
+    else:
+        ray.init(**kwargs)
+    if callable(sigterm) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm)
+
+
+def searcher(space: Space, base_point: dict):
+    if space.searcher == "grid":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        # Variants already contain the baseline; otherwise run it first explicitly.
+        points = [] if space.variants else [base_point]
+        return BasicVariantGenerator(points_to_evaluate=points or None, random_state=space.seed)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    # TPE, seeded. constant_liar: a running trial counts as a bad result, so parallel
+    # trials spread out instead of all sampling the same promising point; multivariate
+    # models interactions between tricks (e.g. mixup_alpha x lr).
+    sampler = optuna.samplers.TPESampler(seed=space.seed, multivariate=True, constant_liar=True,
+                                         n_startup_trials=max(2, min(5, space.num_samples // 3)))
+    return OptunaSearch(sampler=sampler, points_to_evaluate=[base_point])
+
+
+def scheduler(space: Space):
+    from ray.tune.schedulers import FIFOScheduler
+
+    if space.scheduler == "none":
+        return FIFOScheduler()
+    return KeepBaselineASHA(baseline=baseline_key(space), time_attr="training_iteration", max_t=space.max_epochs,
+                            grace_period=space.grace_period, reduction_factor=space.reduction_factor)
+
+
+class KeepBaselineASHA(ASHAScheduler):
+    """ASHAScheduler that never stops the baseline trial.
+
+    Every delta is measured against the baseline, so it must reach max_epochs: a
+    baseline ASHA cut after one epoch (seen: lr 0.1 without warmup scores 20 % after
+    epoch 1, 77 % after 6) would compare a 6-epoch trial with a 1-epoch reference.
+    Its results still count in ASHA's rungs.
+    """
+
+    def __init__(self, baseline: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.baseline = baseline
+
+    def on_trial_result(self, tune_controller, trial, result):
+        action = super().on_trial_result(tune_controller, trial, result)
+        time_attr, max_t = asha_time_attr_and_max_t(self)
+        if action == TrialScheduler.STOP and is_baseline(trial.config, self.baseline) \
+                and result.get(time_attr, 0) < max_t:
+            return TrialScheduler.CONTINUE
+        return action
+
+
+def trainable(space: Space, candidates: dict | None = None):
+    """``run_trial`` with its resources; ``candidates`` ({label: values}) for confirmation trials."""
+    from ray import tune
+
+    from search.trial import run_trial
+
+    threads = max(1, int(space.cpus_per_trial))
+    fn = tune.with_parameters(run_trial, space=space, threads=threads, candidates=candidates)
+    return tune.with_resources(fn, {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial})
+
+
+def restore(path: str, fn, param_space: dict, tracker):
+    """A Tuner restored from ``path``; the MLflow callback it unpickles is replaced by ``tracker``
+    (this process's writer)."""
+    from ray import tune
+
+    tuner = tune.Tuner.restore(path, fn, resume_unfinished=True, resume_errored=True, param_space=param_space)
+    callbacks = run_config_callbacks(tuner)
+    for i, callback in enumerate(callbacks):
+        if type(callback) is type(tracker):
+            callbacks[i] = tracker
+    return tuner
+
+
+def new_tuner(path: str, fn, param_space: dict, space: Space, search_alg, trial_scheduler, num_samples: int,
+              callbacks: list, verbose: int, max_failures: int):
+    """A Tuner writing its experiment to ``path`` (a folder: storage/name)."""
+    from ray import tune
+
+    return tune.Tuner(
+        fn, param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=space.metric, mode=space.mode,  # the one place metric/mode are set
+            search_alg=search_alg, scheduler=trial_scheduler, num_samples=num_samples,
+            max_concurrent_trials=space.max_concurrent),
+        run_config=tune.RunConfig(
+            name=os.path.basename(path), storage_path=os.path.dirname(path), callbacks=callbacks, verbose=verbose,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
+                                                    checkpoint_score_order=space.mode)))
+
+
+__all__ = ["init_ray", "searcher", "scheduler", "KeepBaselineASHA", "trainable", "restore", "new_tuner"]

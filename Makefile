@@ -10,7 +10,8 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 # Two cores here; more torch threads than cores only adds contention.
 export OMP_NUM_THREADS ?= 2
 
-SEARCH_FLAGS = $(if $(RECIPE),--recipe $(RECIPE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(RESUME),--resume) $(if $(SMOKE),--smoke) $(if $(DASHBOARD),--dashboard) \
+SEARCH_FLAGS = $(if $(RECIPE),--recipe $(RECIPE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(RESUME),--resume) \
+	$(if $(CONFIRM),--confirm-seeds $(CONFIRM)) $(if $(CONFIRM_TOP),--confirm-top $(CONFIRM_TOP)) $(if $(SMOKE),--smoke) $(if $(DASHBOARD),--dashboard) \
 	$(if $(SAMPLES),--samples $(SAMPLES)) $(foreach kv,$(SET),--set $(kv))
 
 .PHONY: help install search resume smoke lint test test-slow test-all bench report mlflow dashboard teacher data clean
@@ -26,7 +27,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-search: $(STAMP) ## run a search: make search SPACE=mixup_alpha [RECIPE=cub200_resnet50 DATA_DIR=/data/CUB_200_2011] [RESUME=1] [SMOKE=1] [DASHBOARD=1] [SAMPLES=N] [SET="lr=0.05 epochs=4"]
+search: $(STAMP) ## run a search: make search SPACE=mixup_alpha [RECIPE=cub200_resnet50 DATA_DIR=/data/CUB_200_2011] [CONFIRM=seeds, 0=off] [CONFIRM_TOP=K] [RESUME=1] [SMOKE=1] [DASHBOARD=1] [SAMPLES=N] [SET="lr=0.05 epochs=4"]
 	$(PY) -m search $(SPACE) $(SEARCH_FLAGS)
 
 smoke: $(STAMP) ## the whole search path in well under a minute (tiny data, 1-2 epochs, few trials)

@@ -65,7 +65,7 @@ def test_resume_after_epoch_one_matches_uninterrupted_run(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("override, fragment", [
-    ({"mixup_alph": 0.2}, "unknown config key 'mixup_alph': did you mean 'mixup_alpha'"),
+    ({"mixup_alph": 0.2}, "unknown config key 'mixup_alph'; did you mean 'mixup_alpha'"),
     ({"mixup_alpha": -0.1}, "mixup_alpha=-0.1 is outside"),
     ({"label_smoothing": 1.0}, "label_smoothing=1.0 is outside"),
     ({"model": "resnet9000"}, "model: unknown value 'resnet9000'"),

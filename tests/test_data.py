@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 from torchvision import datasets
 
-from trainable.config import TrainConfig
-from trainable.data import DataError, interleave_by_class, load_data
+from trainable.config import ConfigError, TrainConfig, from_dict
+from trainable.data import DataError, interleave_by_class, load_data, steps_per_epoch
 
 CPU = torch.device("cpu")
 
@@ -70,12 +70,19 @@ def test_full_embedded_set_sizes():
     assert (data.n_train, data.n_val) == (10000, 2000)
 
 
-def test_shuffle_follows_the_generator_and_last_batch_rule():
-    data = load_data(TrainConfig(train_subset=130, val_subset=10), CPU)
-    sizes = [len(y) for _, y in data.train_batches(64, gen(), CPU)]
-    assert sizes == [64, 64, 2]  # a last batch of 2 is kept
-    data = load_data(TrainConfig(train_subset=129, val_subset=10), CPU)
-    assert [len(y) for _, y in data.train_batches(64, gen(), CPU)] == [64, 64]  # a last batch of 1 is dropped
+@pytest.mark.parametrize("loader", ["memory", "dataloader"])
+def test_shuffle_follows_the_generator_and_last_batch_rule(loader):
+    def sizes(n, batch_size):
+        data = load_data(TrainConfig(train_subset=n, val_subset=10, loader=loader, num_workers=0), CPU)
+        return [len(y) for _, y in data.train_batches(batch_size, gen(), CPU)]
+
+    assert sizes(130, 64) == [64, 64, 2]  # a last batch of 2 is kept
+    assert sizes(129, 64) == [64, 64]  # a last batch of 1 is dropped
+    assert sizes(40, 64) == [40] and sizes(128, 64) == [64, 64]
+    # The loop's step count (and so its LR schedule) comes from the same rule.
+    for n, batch_size in ((130, 64), (129, 64), (40, 64), (128, 64)):
+        assert steps_per_epoch(n, batch_size) == len(sizes(n, batch_size))
+    data = load_data(TrainConfig(train_subset=129, val_subset=10, loader=loader, num_workers=0), CPU)
     order = lambda seed: torch.cat([y for _, y in data.train_batches(64, gen(seed), CPU)])  # noqa: E731
     assert torch.equal(order(1), order(1)) and not torch.equal(order(1), order(2))
 
@@ -89,10 +96,13 @@ def test_memory_and_dataloader_paths_give_the_same_val_images(image_size):
     xm, ym = all_batches(memory.val_batches(16, CPU))
     xd, yd = all_batches(loader.val_batches(16, CPU))
     assert torch.equal(ym, yd) and torch.allclose(xm, xd, atol=1e-5)
-    # Same shuffle from the same generator, too (no augmentation on).
+    # Same shuffle from the same generator, too (no augmentation on): both are
+    # torch.randperm(n, generator), the permutation the hand-written sampler drew before
+    # RandomSampler replaced it, so runs keep their data order.
     tm, lm = all_batches(memory.train_batches(16, gen(3), CPU))
     td, ld = all_batches(loader.train_batches(16, gen(3), CPU))
     assert torch.equal(lm, ld) and torch.allclose(tm, td, atol=1e-5)
+    assert torch.equal(ld, memory._batches.y_train[torch.randperm(64, generator=gen(3))])
 
 
 def test_dataloader_with_a_worker_process_and_augmentation():
@@ -297,8 +307,11 @@ def test_imagefolder_without_val_folder(tmp_path, fmnist):
 
 
 def test_missing_data_dir(tmp_path):
-    with pytest.raises(DataError, match="data_dir: no directory at .*point it at"):
-        load_data(TrainConfig(dataset="cifar10", data_dir=str(tmp_path / "nowhere")), CPU)
+    # config.validate checks the folder exists, before load_data is ever called.
+    with pytest.raises(ConfigError, match="data_dir: no directory at .*point it at"):
+        from_dict(dataset="cifar10", data_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="dataset=cub200 needs data_dir"):
+        from_dict(dataset="cub200")
 
 
 def test_subset_larger_than_the_split():

@@ -1,5 +1,9 @@
 """fit(cfg, report) end to end on real Fashion-MNIST images: accuracy, resume, every trick, bad input."""
 
+from __future__ import annotations
+
+import copy
+import math
 import os
 import shutil
 import subprocess
@@ -8,8 +12,13 @@ import time
 
 import pytest
 import torch
+import torchvision
+from conftest import TINY
+from torch import nn
 
-from trainable.config import ConfigError, from_dict
+from trainable import loop
+from trainable.config import CHECKPOINT_FILE, ConfigError, from_dict
+from trainable.data import steps_per_epoch
 from trainable.loop import NonFiniteLossError, export_weights, fit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,7 +65,7 @@ def test_resume_after_epoch_one_matches_uninterrupted_run(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("override, fragment", [
-    ({"mixup_alph": 0.2}, "unknown config key 'mixup_alph': did you mean 'mixup_alpha'"),
+    ({"mixup_alph": 0.2}, "unknown config key 'mixup_alph'; did you mean 'mixup_alpha'"),
     ({"mixup_alpha": -0.1}, "mixup_alpha=-0.1 is outside"),
     ({"label_smoothing": 1.0}, "label_smoothing=1.0 is outside"),
     ({"model": "resnet9000"}, "model: unknown value 'resnet9000'"),
@@ -84,34 +93,221 @@ def test_diverging_run_stops_at_once(tiny):
     assert "lower lr" in str(err.value)
 
 
+# --- every trick, each with the evidence that it took effect -------------------------------
+
+
+class Probe:
+    """What one real fit() did, recorded by spies around the functions trainable.loop calls
+    (each spy calls the real function and returns its result)."""
+
+    def __init__(self, monkeypatch):
+        self.model = self.init_state = self.data = self.first_images = self.checkpoint = self.metrics = None
+        self.autocast = []  # per training forward: the autocast dtype, None when off
+        self.layer1_channels_last = []  # per training forward: layer1's input memory format
+        self.targets, self.smoothing = [], set()  # what every training loss got
+        self.group_lrs = []  # {param group name: lr} at every optimizer step
+        self.evaluated = []  # the model each evaluation ran
+        real = {name: getattr(loop, name) for name in
+                ("build_model", "load_data", "soft_cross_entropy", "optimizer_step", "evaluate")}
+
+        def saw_input(module, args):
+            if module is self.model and module.training:
+                on = torch.is_autocast_enabled("cpu")
+                self.autocast.append(torch.get_autocast_dtype("cpu") if on else None)
+                if self.first_images is None:
+                    self.first_images = args[0].detach().clone()
+
+        def saw_activation(module, args):
+            if module is self.model.layer1 and module.training:
+                self.layer1_channels_last.append(args[0].is_contiguous(memory_format=torch.channels_last))
+
+        def build_model(*args):
+            self.model = real["build_model"](*args)
+            self.init_state = copy.deepcopy(self.model.state_dict())
+            self.model.register_forward_pre_hook(saw_input)
+            self.model.layer1.register_forward_pre_hook(saw_activation)
+            return self.model
+
+        def load_data(*args):
+            self.data = real["load_data"](*args)
+            return self.data
+
+        def soft_cross_entropy(logits, soft, label_smoothing):
+            self.targets.append(soft.detach().clone())
+            self.smoothing.add(label_smoothing)
+            return real["soft_cross_entropy"](logits, soft, label_smoothing)
+
+        def optimizer_step(training, loss_fn):
+            self.group_lrs.append({g["name"]: g["lr"] for g in training.optimizer.param_groups})
+            return real["optimizer_step"](training, loss_fn)
+
+        def evaluate(model, *args):
+            self.evaluated.append(model)
+            return real["evaluate"](model, *args)
+
+        for name, spy in (("build_model", build_model), ("load_data", load_data), ("evaluate", evaluate),
+                          ("soft_cross_entropy", soft_cross_entropy), ("optimizer_step", optimizer_step)):
+            monkeypatch.setattr(loop, name, spy)
+
+    def run(self, overrides: dict) -> Probe:
+        def report(metrics, checkpoint_dir):
+            self.checkpoint = torch.load(os.path.join(checkpoint_dir, CHECKPOINT_FILE), weights_only=True)
+
+        self.metrics = fit(from_dict({**TINY, **TRICK_RUN, **overrides}), report)
+        assert self.metrics["epoch"] == 1 and math.isfinite(self.metrics["train_loss"])
+        assert len(self.group_lrs) == steps_per_epoch(TRICK_RUN["train_subset"], TINY["batch_size"]) == 4
+        return self
+
+    @property
+    def head_lrs(self) -> list[float]:
+        return [list(lrs.values())[-1] for lrs in self.group_lrs]
+
+
+TRICK_RUN = {"train_subset": 256, "val_subset": 128}
+
+
+def _is_one_hot(targets):
+    return bool(((targets == 0) | (targets == 1)).all() and (targets.sum(1) == 1).all())
+
+
+@pytest.fixture(scope="module")
+def plain():
+    """A run with every trick off: what each trick's evidence is measured against."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return Probe(monkeypatch).run({})
+
+
+def test_plain_run_shows_none_of_the_evidence(plain):
+    # The spies saw every step of a run (4 of them); the checks below read what they recorded.
+    assert len(plain.autocast) == len(plain.group_lrs) and set(plain.autocast) == {None}
+    assert not any(plain.layer1_channels_last) and len(plain.layer1_channels_last) == 4
+    assert all(_is_one_hot(t) for t in plain.targets) and plain.smoothing == {0.0}
+    assert [list(lrs) for lrs in plain.group_lrs] == [["all"]] * 4
+    assert plain.evaluated == [plain.model] and plain.checkpoint["ema"] is None
+    assert plain.data.loader == "memory" and plain.head_lrs[0] == pytest.approx(0.1)
+
+
+# Each check fails unless its trick changed what fit() did; the test also runs it on the
+# plain run, where it must fail.
+
+
+def targets_are_soft(p, plain):
+    soft = torch.cat(p.targets)
+    assert not _is_one_hot(soft)  # some rows are mixed
+    torch.testing.assert_close(soft.sum(1), torch.ones(len(soft)))
+
+
+def smoothing_reaches_the_loss(p, plain):
+    assert p.smoothing == {0.1} and all(_is_one_hot(t) for t in p.targets)  # smoothed in the loss, not the targets
+
+
+def two_passes_per_step(p, plain):
+    assert len(p.autocast) == 2 * len(p.group_lrs)
+
+
+def adamw_moments_are_saved(p, plain):
+    assert all("exp_avg_sq" in s for s in p.checkpoint["optimizer"]["state"].values())
+
+
+def ema_weights_are_evaluated(p, plain):
+    (evaluated,) = p.evaluated
+    assert evaluated is not p.model
+    averaged = {k.removeprefix("module."): v for k, v in p.checkpoint["ema"].items() if k.startswith("module.")}
+    live = p.checkpoint["model"]
+    for key, value in evaluated.state_dict().items():
+        torch.testing.assert_close(value, averaged[key])
+    assert any(not torch.equal(averaged[k], live[k]) for k in live if live[k].is_floating_point())
+
+
+def forward_runs_under_bf16(p, plain):
+    assert set(p.autocast) == {torch.bfloat16}
+
+
+def activations_are_channels_last(p, plain):
+    assert all(p.layer1_channels_last)
+    # (a 1-channel or 1x1 kernel is laid out the same either way, so only the others tell)
+    convs = [w for w in p.model.parameters() if w.dim() == 4 and w.shape[1] > 1 and w.shape[-1] > 1]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+
+
+def images_differ_from_plain(p, plain):
+    # Same seed, so the same images in the same order (labels equal), augmented differently.
+    assert torch.equal(p.targets[0], plain.targets[0])
+    changed = (p.first_images != plain.first_images).flatten(1).any(1)
+    assert changed.float().mean() > 0.5
+
+
+def dataloader_is_used(p, plain):
+    assert p.data.loader == "dataloader" and ("train", TINY["batch_size"]) in p.data._batches._loaders
+
+
+def per_stage_lrs(p, plain):
+    lrs = p.group_lrs[0]  # stem, layer1..3, head; the .no_decay twin of each at the same LR
+    assert set(lrs) == {f"{stage}{twin}" for stage in ("stem", "layer1", "layer2", "layer3", "head")
+                        for twin in ("", ".no_decay")}
+    for shallow, deep in (("stem", "layer1"), ("layer1", "layer2"), ("layer2", "layer3"), ("layer3", "head")):
+        assert lrs[shallow] == pytest.approx(0.5 * lrs[deep]) == pytest.approx(lrs[f"{shallow}.no_decay"])
+    groups = {g["name"]: g for g in p.checkpoint["optimizer"]["param_groups"]}
+    assert groups["head.no_decay"]["weight_decay"] == 0 and groups["head"]["weight_decay"] == 5e-4
+    assert all(g["nesterov"] for g in groups.values())
+
+
+def model_is_resnet_d_with_zero_gamma(p, plain):
+    downsamples = [m.downsample for m in p.model.modules() if getattr(m, "downsample", None) is not None]
+    assert len(downsamples) == 2 and all(isinstance(d[0], nn.AvgPool2d) for d in downsamples)
+    last_bns = [v for k, v in p.init_state.items() if k.endswith("bn2.weight")]
+    assert len(last_bns) == 9 and all(torch.all(w == 0) for w in last_bns)
+
+
+def lr_curve_is_one_cycle(p, plain):
+    lrs = p.head_lrs
+    assert lrs[0] == pytest.approx(0.1 / 25)  # torch's div_factor; the plain cosine starts at 0.1
+    assert lrs[0] < lrs[1] and lrs[-1] < lrs[1]
+
+
+def lr_steps_down_at_milestones(p, plain):
+    # lr 0.1 per 256 images at batch 64 = 0.025; milestones 0.5/0.75 of 4 steps = steps 2 and 3.
+    assert p.head_lrs == pytest.approx([0.025, 0.025, 0.0025, 0.00025])
+
+
+def model_is_torchvision_resnet18(p, plain):
+    assert isinstance(p.model, torchvision.models.ResNet) and len(p.model.layer4) == 2
+    assert p.model.conv1.kernel_size == (3, 3)  # the small stem at 28 px
+
+
 TRICKS = {
-    "label_smoothing": {"label_smoothing": 0.1},
-    "mixup": {"mixup_alpha": 0.2},
-    "cutmix": {"cutmix_alpha": 1.0, "mix_prob": 0.5},
-    "mixup+cutmix": {"mixup_alpha": 0.2, "cutmix_alpha": 1.0},
-    "sam": {"sam_rho": 0.05},
-    "sam_adamw": {"sam_rho": 0.05, "optimizer": "adamw", "lr": 1e-3},
-    "ema": {"ema_decay": 0.99},
-    "bf16": {"amp": "bf16"},
-    "channels_last": {"channels_last": True},
-    "randaugment": {"augment": "randaugment", "random_erasing": 0.25, "hflip": True, "crop": "pad"},
-    "autoaugment": {"augment": "autoaugment", "color_jitter": 0.2},
-    "trivialaugment": {"augment": "trivialaugment", "crop": "random_resized"},
-    "layer_lr_decay": {"layer_lr_decay": 0.5, "no_bias_decay": True, "nesterov": True},
-    "resnet_d+zero_gamma": {"resnet_d": True, "zero_gamma": True},
-    "onecycle": {"schedule": "onecycle", "warmup_epochs": 0.3},
-    "step": {"schedule": "step", "lr_per_256": True},
-    "torchvision_resnet18": {"model": "resnet18"},
-    "dataloader_path": {"loader": "dataloader", "num_workers": 0, "hflip": True, "crop": "pad"},
+    "label_smoothing": ({"label_smoothing": 0.1}, [smoothing_reaches_the_loss]),
+    "mixup": ({"mixup_alpha": 0.2}, [targets_are_soft]),
+    "cutmix": ({"cutmix_alpha": 1.0, "mix_prob": 0.5}, [targets_are_soft]),
+    "mixup+cutmix": ({"mixup_alpha": 0.2, "cutmix_alpha": 1.0}, [targets_are_soft]),
+    "sam": ({"sam_rho": 0.05}, [two_passes_per_step]),
+    "sam_adamw": ({"sam_rho": 0.05, "optimizer": "adamw", "lr": 1e-3}, [two_passes_per_step, adamw_moments_are_saved]),
+    "ema": ({"ema_decay": 0.99}, [ema_weights_are_evaluated]),
+    "bf16": ({"amp": "bf16"}, [forward_runs_under_bf16]),
+    "channels_last": ({"channels_last": True}, [activations_are_channels_last]),
+    "randaugment": ({"augment": "randaugment", "random_erasing": 0.25, "hflip": True, "crop": "pad"},
+                    [images_differ_from_plain]),
+    "autoaugment": ({"augment": "autoaugment", "color_jitter": 0.2}, [images_differ_from_plain]),
+    "trivialaugment": ({"augment": "trivialaugment", "crop": "random_resized"}, [images_differ_from_plain]),
+    "layer_lr_decay": ({"layer_lr_decay": 0.5, "no_bias_decay": True, "nesterov": True}, [per_stage_lrs]),
+    "resnet_d+zero_gamma": ({"resnet_d": True, "zero_gamma": True}, [model_is_resnet_d_with_zero_gamma]),
+    "onecycle": ({"schedule": "onecycle", "warmup_epochs": 0.3}, [lr_curve_is_one_cycle]),
+    "step": ({"schedule": "step", "lr_per_256": True}, [lr_steps_down_at_milestones]),
+    "torchvision_resnet18": ({"model": "resnet18"}, [model_is_torchvision_resnet18]),
+    "dataloader_path": ({"loader": "dataloader", "num_workers": 0, "hflip": True, "crop": "pad"},
+                        [dataloader_is_used, images_differ_from_plain]),
 }
 
 
 @pytest.mark.parametrize("name", list(TRICKS))
-def test_every_trick_trains_through_fit(tiny, name):
-    m = fit(from_dict({**tiny, "train_subset": 256, "val_subset": 128, **TRICKS[name]}))
-    assert m["epoch"] == 1
-    assert torch.isfinite(torch.tensor(m["train_loss"]))
-    assert 0 <= m["val_top1"] <= 100
+def test_every_trick_takes_effect_in_fit(monkeypatch, plain, name):
+    overrides, checks = TRICKS[name]
+    probe = Probe(monkeypatch).run(overrides)
+    assert 0 <= probe.metrics["val_top1"] <= 100
+    for check in checks:
+        check(probe, plain)
+        with pytest.raises(AssertionError):  # and the same check fails on the run without tricks
+            check(plain, plain)
 
 
 def test_distillation_with_a_teacher_made_by_the_cli(tiny, tmp_path):

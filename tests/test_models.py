@@ -11,14 +11,7 @@ import torchvision
 from torch import nn
 
 from trainable.config import ConfigError, from_dict
-from trainable.models import (
-    ModelError,
-    build_model,
-    load_teacher,
-    num_stages,
-    save_weights,
-    stage_index,
-)
+from trainable.models import ModelError, build_model, load_teacher, save_weights
 
 
 def _cfg(**overrides):
@@ -32,6 +25,14 @@ def _downsamples(model):
 def test_model_error_is_a_config_error():
     # The command line and the search treat every ConfigError as "fix your config".
     assert issubclass(ModelError, ConfigError)
+
+
+def test_unknown_model_and_stem_are_rejected_by_the_config():
+    # config.validate is the one place that checks names; build_model trusts them.
+    with pytest.raises(ConfigError, match="model: unknown value 'resnet9000'; choose one of resnet20"):
+        _cfg(model="resnet9000")
+    with pytest.raises(ConfigError, match="stem: unknown value 'tiny'; choose one of auto, imagenet, small"):
+        _cfg(stem="tiny")
 
 
 def test_resnet20_has_the_papers_parameter_count():
@@ -73,7 +74,7 @@ def test_cifar_resnets_always_have_the_3x3_stem_and_three_stages():
     assert [model.layer1[0].conv1.out_channels, model.layer2[0].conv1.out_channels,
             model.layer3[0].conv1.out_channels] == [16, 32, 64]
     assert len(model.layer1) == 9  # (56 - 2) / 6
-    assert num_stages(model) == 3 and not hasattr(model, "layer4")
+    assert hasattr(model, "layer3") and not hasattr(model, "layer4")
 
 
 @pytest.mark.parametrize("name", ["resnet20", "resnet50"])
@@ -113,26 +114,6 @@ def test_zero_gamma_makes_every_block_start_as_its_shortcut(name):
     plain = build_model(_cfg(model=name), 10, 3, 32).layer1[1]
     x = torch.randn(2, plain.conv1.in_channels, 8, 8)
     assert not torch.allclose(plain(x), torch.relu(x))
-
-
-def test_stage_index_maps_names_to_stages():
-    cifar = build_model(_cfg(), 10, 3, 32)
-    tv = build_model(_cfg(model="resnet18"), 10, 3, 32)
-    assert num_stages(cifar) == 3 and num_stages(tv) == 4
-    n = num_stages(cifar)
-    assert stage_index("conv1.weight", n) == 0
-    assert stage_index("bn1.bias", n) == 0
-    assert stage_index("layer1.0.conv1.weight", n) == 1
-    assert stage_index("layer3.2.bn2.weight", n) == 3
-    assert stage_index("fc.weight", n) == 4
-    assert stage_index("fc.bias", num_stages(tv)) == 5
-    assert stage_index("module._orig_mod.layer2.0.downsample.1.weight", n) == 2
-    # Every parameter of both families has a stage.
-    for model in (cifar, tv):
-        stages = {stage_index(name, num_stages(model)) for name, _ in model.named_parameters()}
-        assert stages == set(range(num_stages(model) + 2))
-    with pytest.raises(ModelError, match="layer4"):
-        stage_index("layer4.0.conv1.weight", n)
 
 
 @pytest.fixture
@@ -254,3 +235,8 @@ def test_load_teacher_rejects_wrong_data_missing_and_corrupt_files(tmp_path):
     torch.save(build_model(cfg, 10, 1, 28).state_dict(), raw)
     with pytest.raises(ModelError, match="tricktune-weights-v1"):
         load_teacher(str(raw), 10, 1, "cpu")
+    # The model name comes from the file, which config.validate never sees.
+    foreign = tmp_path / "foreign.pt"
+    torch.save({**torch.load(path, weights_only=True), "model": "resnet9000"}, foreign)
+    with pytest.raises(ModelError, match="names model 'resnet9000', not one of resnet20.*make teacher"):
+        load_teacher(str(foreign), 10, 1, "cpu")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
+import itertools
 import os
 import pickle
 import tarfile
@@ -46,7 +47,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.transforms import v2
 
 from trainable.config import ConfigError, TrainConfig
@@ -97,12 +98,10 @@ class Data:
     loader: str  # the path in use, "memory" or "dataloader" ("auto" resolved)
     _batches: _MemoryBatches | _LoaderBatches = field(repr=False, compare=False)
 
-    def train_batches(self, batch_size: int, generator: torch.Generator | None,
+    def train_batches(self, batch_size: int, generator: torch.Generator,
                       device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
-        """One epoch: shuffled by ``generator``, augmented, float32 normalized images and int64 labels.
-
-        A last partial batch of one image is dropped: BatchNorm cannot train on it.
-        """
+        """One epoch: shuffled by ``generator``, augmented, float32 normalized images and int64 labels;
+        :func:`steps_per_epoch` batches (a last batch of one image is dropped)."""
         return self._batches.train(batch_size, generator, torch.device(device))
 
     def val_batches(self, batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
@@ -111,14 +110,13 @@ class Data:
 
 
 def load_data(cfg: TrainConfig, device: torch.device | str) -> Data:
-    """Read ``cfg.dataset``, apply subsets and resizing, and set up the batch path; DataError on any problem."""
+    """Read ``cfg.dataset``, apply subsets and resizing, and set up the batch path.
+
+    ``cfg`` is trusted as :func:`trainable.config.validate` left it (known data set, a
+    ``data_dir`` that exists where one is needed); what only the files can tell (missing
+    or corrupt files, too few images) raises DataError.
+    """
     device = torch.device(device)
-    if cfg.dataset not in _READERS:
-        raise DataError(f"dataset: unknown value {cfg.dataset!r}; choose one of {', '.join(_READERS)}")
-    if cfg.data_dir is not None and not os.path.isdir(os.path.expanduser(cfg.data_dir)):
-        raise DataError(f"data_dir: no directory at {cfg.data_dir!r}; point it at the {cfg.dataset} files")
-    if cfg.dataset in ("cub200", "imagefolder") and cfg.data_dir is None:
-        raise DataError(f"data_dir: dataset={cfg.dataset} needs data_dir=<folder with its files>")
     train, val, class_names = _READERS[cfg.dataset](cfg)
     train = _prefix(train.interleaved(), cfg.train_subset, "train_subset", cfg.dataset)
     val = _prefix(val.interleaved(), cfg.val_subset, "val_subset", cfg.dataset)
@@ -247,9 +245,13 @@ class _FileDataset(Dataset):
 # --- the two batch paths -------------------------------------------------------------
 
 
-def _keep(n_in_batch: int, batch_size: int) -> bool:
-    # The last partial batch is kept only if BatchNorm can compute a batch variance on it.
-    return n_in_batch == batch_size or n_in_batch >= 2
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Training batches (optimizer steps) in one epoch: every full batch, and the last
+    partial one unless it holds a single image. BatchNorm cannot train on one image: a
+    1x1 feature map leaves one value per channel and torch raises (resnet50, ImageNet
+    stem, 32 px: layer4 is 1x1), and larger maps give statistics of one image only."""
+    full, rest = divmod(n_train, batch_size)
+    return full + (rest >= 2)
 
 
 class _MemoryBatches:
@@ -260,39 +262,16 @@ class _MemoryBatches:
         self.train_augment = BatchAugment(cfg, mean, std, train=True)
         self.val_augment = BatchAugment(cfg, mean, std, train=False)
 
-    def train(self, batch_size: int, generator, device: torch.device):
+    def train(self, batch_size: int, generator: torch.Generator, device: torch.device):
         n = len(self.y_train)
-        gen_device = generator.device if generator is not None else "cpu"
-        order = torch.randperm(n, generator=generator, device=gen_device).to(self.x_train.device)
-        for start in range(0, n, batch_size):
-            index = order[start:start + batch_size]
-            if not _keep(len(index), batch_size):
-                break
+        order = torch.randperm(n, generator=generator, device=generator.device).to(self.x_train.device)
+        for index in order.split(batch_size)[:steps_per_epoch(n, batch_size)]:
             yield self.train_augment(self.x_train[index]).to(device), self.y_train[index].to(device)
 
     def val(self, batch_size: int, device: torch.device):
         for start in range(0, len(self.y_val), batch_size):
             x = self.x_val[start:start + batch_size]
             yield self.val_augment(x).to(device), self.y_val[start:start + batch_size].to(device)
-
-
-class _SwappableRandomSampler(Sampler[int]):
-    """A random permutation from a generator that ``train_batches`` sets each epoch.
-
-    The DataLoader (and its persistent workers) lives across epochs, but each epoch's
-    order must come from the generator the loop passes in; the sampler runs in the main
-    process, so swapping its generator is enough.
-    """
-
-    def __init__(self, n: int):
-        self.n = n
-        self.generator: torch.Generator | None = None
-
-    def __iter__(self):
-        return iter(torch.randperm(self.n, generator=self.generator).tolist())
-
-    def __len__(self) -> int:
-        return self.n
 
 
 class _LoaderBatches:
@@ -306,7 +285,10 @@ class _LoaderBatches:
         key = (split, batch_size)
         if key not in self._loaders:
             dataset = self.datasets[split]
-            sampler = _SwappableRandomSampler(len(dataset)) if split == "train" else None
+            # The DataLoader (and its persistent workers) lives across epochs, while each
+            # epoch's order must come from the generator the loop passes in: train() sets the
+            # sampler's generator, which the main process reads when an epoch starts.
+            sampler = RandomSampler(dataset) if split == "train" else None
             self._loaders[key] = DataLoader(
                 dataset, batch_size=batch_size, sampler=sampler, num_workers=self.num_workers,
                 pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
@@ -316,13 +298,11 @@ class _LoaderBatches:
         x, y = batch
         return x.to(device, non_blocking=self.pin_memory), y.to(device, non_blocking=self.pin_memory)
 
-    def train(self, batch_size: int, generator, device: torch.device):
+    def train(self, batch_size: int, generator: torch.Generator, device: torch.device):
         loader = self._loader("train", batch_size)
         loader.sampler.generator = generator
-        for x, y in loader:
-            if not _keep(len(y), batch_size):
-                break
-            yield self._to((x, y), device)
+        for batch in itertools.islice(loader, steps_per_epoch(len(loader.dataset), batch_size)):
+            yield self._to(batch, device)
 
     def val(self, batch_size: int, device: torch.device):
         for batch in self._loader("val", batch_size):
@@ -477,4 +457,5 @@ _READERS = {
     "imagefolder": _read_imagefolder,
 }
 
-__all__ = ["Data", "DataError", "load_data", "interleave_by_class", "read_idx", "STATS", "NATIVE_SIZE"]
+__all__ = ["Data", "DataError", "load_data", "steps_per_epoch", "interleave_by_class", "read_idx", "STATS",
+           "NATIVE_SIZE"]

@@ -1,24 +1,34 @@
 """``fit(cfg, report)``: one ResNet training run, every trick a config value.
 
-Plain PyTorch, readable top to bottom: build data, model, optimizer, schedule and
-tricks from the config; per epoch train, validate, checkpoint, ``report``. The Ray
-trainable in ``search/`` is a few lines around this; tests call it directly.
+Plain PyTorch, split as torchvision's ``references/classification/train.py`` is:
+:func:`fit` loads the data, builds a :class:`Training` (model, optimizer, schedule and
+tricks) from the config, calls :func:`restore` when resuming, then per epoch runs
+:func:`train_one_epoch` (each step through :func:`optimizer_step`) and :func:`evaluate`,
+saves a checkpoint and calls ``report``. The Ray trainable in ``search/`` is a few lines
+around this; tests call it directly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import math
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.swa_utils import AveragedModel
 
 from trainable.config import CHECKPOINT_FILE, TrainConfig, from_dict, to_dict
-from trainable.data import load_data
+from trainable.data import Data, load_data, steps_per_epoch
 from trainable.models import build_model, load_teacher
 from trainable.tricks.distill import distill_loss
 from trainable.tricks.ema import build_ema
@@ -46,18 +56,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    # Data.train_batches drops a last batch of one image: BatchNorm cannot normalise it.
-    return n_train // batch_size + (1 if n_train % batch_size >= 2 else 0)
-
-
 def _epoch_seed(seed: int, epoch: int) -> int:
     # Every epoch's shuffling and augmentation depend only on (seed, epoch), so a run
     # resumed from a checkpoint replays exactly what an uninterrupted run would do.
     return seed * 100_003 + epoch
 
 
-def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+@dataclass
+class Training:
+    """What one run trains and steps, built from the config; a checkpoint saves its state."""
+
+    model: nn.Module  # the live weights
+    forward: nn.Module  # ``model``, or its torch.compile wrapper: what training calls
+    teacher: nn.Module | None  # distillation teacher, eval mode
+    optimizer: torch.optim.Optimizer  # SAM wraps the base optimizer when sam_rho > 0
+    scheduler: LRScheduler  # stepped after every optimizer step
+    scaler: torch.amp.GradScaler  # a pass-through unless amp=fp16
+    ema: AveragedModel | None  # validated instead of ``model`` when ema_decay > 0
+    mixer: Mixer  # mixup/cutmix; returns soft targets either way
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     groups = param_groups(model, effective_lr(cfg), cfg.weight_decay, cfg.no_bias_decay, cfg.layer_lr_decay)
     if cfg.optimizer == "sgd":
         kwargs = dict(momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
@@ -69,13 +88,104 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opt
     return torch.optim.AdamW(groups)
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "_orig_mod", model)  # torch.compile wraps the module
+def build_training(cfg: TrainConfig, data: Data, device: torch.device) -> Training:
+    """The model (and teacher) for ``data``'s images and classes, and every trick around it."""
+    model = build_model(cfg, data.num_classes, data.in_channels, data.image_size).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    teacher = None
+    if cfg.teacher_checkpoint:
+        teacher = load_teacher(cfg.teacher_checkpoint, data.num_classes, data.in_channels, device)
+        if cfg.channels_last:
+            teacher = teacher.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model)
+    return Training(
+        model=model, forward=torch.compile(model) if cfg.compile else model, teacher=teacher,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, cfg, steps_per_epoch(data.n_train, cfg.batch_size)),
+        scaler=grad_scaler(device, cfg.amp), ema=build_ema(model, cfg.ema_decay),
+        mixer=Mixer(data.num_classes, cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mix_prob, cfg.mix_switch_prob))
+
+
+def restore(training: Training, checkpoint_dir: str, device: torch.device) -> tuple[int, list[dict]]:
+    """Load what :func:`save_checkpoint` wrote into ``training``; returns (epochs done, their metrics)."""
+    state = torch.load(os.path.join(checkpoint_dir, CHECKPOINT_FILE), map_location=device, weights_only=True)
+    training.model.load_state_dict(state["model"])
+    training.optimizer.load_state_dict(state["optimizer"])
+    training.scheduler.load_state_dict(state["scheduler"])
+    training.scaler.load_state_dict(state["scaler"])
+    if training.ema is not None:
+        training.ema.load_state_dict(state["ema"])
+    torch.set_rng_state(state["rng_cpu"])
+    return state["epoch"], list(state["history"])
+
+
+def training_loss(training: Training, x: Tensor, soft: Tensor, cfg: TrainConfig, device: torch.device) -> Tensor:
+    """Cross-entropy against the soft targets (smoothed by ``label_smoothing``), plus the
+    distillation term when there is a teacher."""
+    with autocast(device, cfg.amp):
+        logits = training.forward(x)
+        if training.teacher is None:
+            return soft_cross_entropy(logits.float(), soft, cfg.label_smoothing)
+        with torch.no_grad():  # teacher: eval mode, same mixed batch, no gradients
+            teacher_logits = training.teacher(x)
+        ce = soft_cross_entropy(logits.float(), soft, cfg.label_smoothing)
+        return distill_loss(ce, logits.float(), teacher_logits.float(), cfg.kd_temperature, cfg.kd_weight)
+
+
+def optimizer_step(training: Training, loss_fn: Callable[[], Tensor]) -> Tensor:
+    """One optimizer step on the loss ``loss_fn`` computes (forward included); returns the loss
+    at the weights the step started from. SAM takes two passes, everything else one pass
+    through the GradScaler."""
+    loss = loss_fn()
+    if isinstance(training.optimizer, SAM):
+        loss.backward()
+        training.optimizer.first_step(zero_grad=True)
+        # Second pass at the perturbed weights; BN running stats were updated
+        # by the first pass already (as in the SAM reference code).
+        disable_running_stats(training.model)
+        loss_fn().backward()
+        training.optimizer.second_step(zero_grad=True)
+        enable_running_stats(training.model)
+    else:
+        training.scaler.scale(loss).backward()
+        training.scaler.step(training.optimizer)
+        training.scaler.update()
+        training.optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+def train_one_epoch(training: Training, data: Data, cfg: TrainConfig, epoch: int,
+                    device: torch.device) -> tuple[float, int]:
+    """One pass over the shuffled training set (epoch counted from 0); returns (mean loss, images seen)."""
+    epoch_seed = _epoch_seed(cfg.seed, epoch)
+    torch.manual_seed(epoch_seed)
+    generator = torch.Generator().manual_seed(epoch_seed)
+    training.model.train()
+    loss_sum = torch.zeros((), device=device)
+    seen = 0
+    for step, (x, y) in enumerate(data.train_batches(cfg.batch_size, generator, device)):
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x, soft = training.mixer(x, y)
+        loss = optimizer_step(training, functools.partial(training_loss, training, x, soft, cfg, device)).detach()
+        training.scheduler.step()
+        if training.ema is not None:
+            training.ema.update_parameters(training.model)
+        # A NaN never comes back, so stop at once; checking every 20 steps keeps
+        # the GPU from syncing each step while wasting at most 20 steps.
+        if step % 20 == 0 and not torch.isfinite(loss):
+            raise NonFiniteLossError(epoch + 1, step, loss.item())
+        loss_sum += loss * y.shape[0]
+        seen += y.shape[0]
+    train_loss = (loss_sum / max(seen, 1)).item()
+    if not math.isfinite(train_loss):
+        raise NonFiniteLossError(epoch + 1, steps_per_epoch(data.n_train, cfg.batch_size), train_loss)
+    return train_loss, seen
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches, amp: str, device: torch.device,
-             channels_last: bool) -> dict:
+def evaluate(model: nn.Module, batches, amp: str, device: torch.device, channels_last: bool) -> dict:
     model.eval()
     total, loss_sum, top1, top5 = 0, 0.0, 0, 0
     for x, y in batches:
@@ -123,98 +233,16 @@ def fit(cfg: TrainConfig | Mapping, report: Report | None = None, *,
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)  # model init
-
     data = load_data(cfg, device)
-    model = build_model(cfg, data.num_classes, data.in_channels, data.image_size).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    teacher = None
-    if cfg.teacher_checkpoint:
-        teacher = load_teacher(cfg.teacher_checkpoint, data.num_classes, data.in_channels, device)
-        if cfg.channels_last:
-            teacher = teacher.to(memory_format=torch.channels_last)
-
-    optimizer = build_optimizer(cfg, model)
-    n_steps = steps_per_epoch(data.n_train, cfg.batch_size)
-    scheduler = build_scheduler(optimizer, cfg, n_steps)
-    ema = build_ema(model, cfg.ema_decay)
-    scaler = grad_scaler(device, cfg.amp)
-    mixer = Mixer(data.num_classes, cfg.mixup_alpha, cfg.cutmix_alpha, cfg.mix_prob, cfg.mix_switch_prob)
-    sam = isinstance(optimizer, SAM)
-
-    start_epoch, history = 0, []
-    if resume_from is not None:
-        state = torch.load(os.path.join(resume_from, CHECKPOINT_FILE), map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["rng_cpu"])
-        start_epoch, history = state["epoch"], list(state["history"])
-
-    train_model = torch.compile(model) if cfg.compile else model
-
-    def loss_of(x, soft):
-        with autocast(device, cfg.amp):
-            logits = train_model(x)
-            if teacher is None:
-                return soft_cross_entropy(logits.float(), soft, cfg.label_smoothing)
-            with torch.no_grad():  # teacher: eval mode, same mixed batch, no gradients
-                teacher_logits = teacher(x)
-            ce = soft_cross_entropy(logits.float(), soft, cfg.label_smoothing)
-            return distill_loss(ce, logits.float(), teacher_logits.float(), cfg.kd_temperature, cfg.kd_weight)
-
-    own_workdir = workdir is None
-    workdir = workdir or tempfile.mkdtemp(prefix="tricktune-")
-    checkpoint_dir = os.path.join(workdir, "checkpoint")
-    os.makedirs(checkpoint_dir, exist_ok=True)
+    training = build_training(cfg, data, device)
+    start_epoch, history = (0, []) if resume_from is None else restore(training, resume_from, device)
     metrics: dict = {}
-    try:
+    with _checkpoint_dir(workdir) as checkpoint_dir:
         for epoch in range(start_epoch, cfg.epochs):
-            epoch_seed = _epoch_seed(cfg.seed, epoch)
-            torch.manual_seed(epoch_seed)
-            generator = torch.Generator().manual_seed(epoch_seed)
-            model.train()
             t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            seen = 0
-            for step, (x, y) in enumerate(data.train_batches(cfg.batch_size, generator, device)):
-                if cfg.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                x, soft = mixer(x, y)
-                loss = loss_of(x, soft)
-                if sam:
-                    loss.backward()
-                    optimizer.first_step(zero_grad=True)
-                    # Second pass at the perturbed weights; BN running stats were updated
-                    # by the first pass already (as in the SAM reference code).
-                    disable_running_stats(model)
-                    loss_of(x, soft).backward()
-                    optimizer.second_step(zero_grad=True)
-                    enable_running_stats(model)
-                else:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-                detached = loss.detach()
-                # A NaN never comes back, so stop at once; checking every 20 steps keeps
-                # the GPU from syncing each step while wasting at most 20 steps.
-                if step % 20 == 0 and not torch.isfinite(detached):
-                    raise NonFiniteLossError(epoch + 1, step, detached.item())
-                loss_sum += detached * y.shape[0]
-                seen += y.shape[0]
-            train_loss = (loss_sum / max(seen, 1)).item()
-            if not math.isfinite(train_loss):
-                raise NonFiniteLossError(epoch + 1, n_steps, train_loss)
+            train_loss, seen = train_one_epoch(training, data, cfg, epoch, device)
             train_seconds = time.perf_counter() - t0
-
-            eval_model = ema.module if ema is not None else model
+            eval_model = training.ema.module if training.ema is not None else training.model
             val = evaluate(eval_model, data.val_batches(cfg.batch_size * 2, device), cfg.amp, device,
                            cfg.channels_last)
             metrics = {
@@ -223,33 +251,44 @@ def fit(cfg: TrainConfig | Mapping, report: Report | None = None, *,
                 **val,
                 # LR of the last (head) group at the end of the epoch: the peak-LR curve
                 # people compare, whatever the per-stage factors are.
-                "lr": optimizer.param_groups[-1]["lr"],
+                "lr": training.optimizer.param_groups[-1]["lr"],
                 "epoch_seconds": time.perf_counter() - t0,
                 "images_per_second": seen / train_seconds,
             }
             history.append(metrics)
-            _save_checkpoint(checkpoint_dir, cfg, data, epoch + 1, history, model, optimizer, scheduler, scaler, ema)
+            save_checkpoint(checkpoint_dir, cfg, data, epoch + 1, history, training)
             if report is not None:
                 report(dict(metrics), checkpoint_dir)
-    finally:
-        if own_workdir:
-            import shutil
-            shutil.rmtree(workdir, ignore_errors=True)
     return metrics
 
 
-def _save_checkpoint(directory, cfg, data, epoch, history, model, optimizer, scheduler, scaler, ema):
+@contextlib.contextmanager
+def _checkpoint_dir(workdir: str | None) -> Iterator[str]:
+    """``workdir/checkpoint``; with no workdir, a temporary one that is removed afterwards."""
+    own_workdir = workdir is None
+    workdir = workdir or tempfile.mkdtemp(prefix="tricktune-")
+    checkpoint_dir = os.path.join(workdir, "checkpoint")
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    try:
+        yield checkpoint_dir
+    finally:
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def save_checkpoint(directory: str, cfg: TrainConfig, data: Data, epoch: int, history: list[dict],
+                    training: Training) -> None:
     state = {
         "epoch": epoch,
         "history": history,
         "config": to_dict(cfg),
         # What export_weights needs to rebuild the model without loading the data again.
         "data": {"num_classes": data.num_classes, "in_channels": data.in_channels, "image_size": data.image_size},
-        "model": _unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
+        "model": training.model.state_dict(),
+        "optimizer": training.optimizer.state_dict(),
+        "scheduler": training.scheduler.state_dict(),
+        "scaler": training.scaler.state_dict(),
+        "ema": training.ema.state_dict() if training.ema is not None else None,
         "rng_cpu": torch.get_rng_state(),
     }
     # Write then rename: a process killed mid-save never leaves a half-written checkpoint.

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import re
 from collections.abc import Mapping
 
 import torch
@@ -29,7 +28,7 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
-from trainable.config import ConfigError, TrainConfig, looks_like_path
+from trainable.config import MODELS, ConfigError, TrainConfig, looks_like_path
 
 WEIGHTS_FORMAT = "tricktune-weights-v1"
 CIFAR_DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56, "resnet110": 110}
@@ -104,8 +103,6 @@ def resolve_stem(cfg: TrainConfig, image_size: int) -> str:
         return "small"
     if cfg.stem == "auto":
         return "small" if image_size <= SMALL_STEM_MAX_SIZE else "imagenet"
-    if cfg.stem not in ("small", "imagenet"):
-        raise ModelError(f"stem: unknown value {cfg.stem!r}; choose one of auto, small, imagenet")
     return cfg.stem
 
 
@@ -115,7 +112,7 @@ def _architecture(model_name: str, stem: str, resnet_d: bool, num_classes: int, 
                          f"got {num_classes} and {in_channels}; check the data set")
     if model_name in CIFAR_DEPTHS:
         model = CifarResNet(CIFAR_DEPTHS[model_name], num_classes, in_channels)
-    elif model_name in TORCHVISION_MODELS:
+    else:  # one of TORCHVISION_MODELS: config.validate and load_teacher let no other name through
         model = getattr(torchvision.models, model_name)(weights=None, num_classes=num_classes)
         if stem == "small":
             model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
@@ -123,9 +120,6 @@ def _architecture(model_name: str, stem: str, resnet_d: bool, num_classes: int, 
         elif in_channels != 3:
             model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-    else:
-        known = ", ".join((*CIFAR_DEPTHS, *TORCHVISION_MODELS))
-        raise ModelError(f"model: unknown value {model_name!r}; choose one of {known}")
     if resnet_d:
         apply_resnet_d(model)
     return model
@@ -187,7 +181,7 @@ def zero_gamma_(model: nn.Module) -> nn.Module:
     return model
 
 
-# --- stages (for layer-wise learning rates) ---------------------------------------------
+# --- wrappers ------------------------------------------------------------------------------
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -208,29 +202,6 @@ def _strip_prefixes(name: str) -> str:
             if name.startswith(prefix):
                 name, stripped = name[len(prefix):], True
     return name
-
-
-def num_stages(model: nn.Module) -> int:
-    """Number of ``layerX`` stages: 3 for the CIFAR ResNets, 4 for torchvision's."""
-    names = {name for name, _ in _unwrap(model).named_children()}
-    n = 0
-    while f"layer{n + 1}" in names:
-        n += 1
-    return n
-
-
-def stage_index(param_name: str, num_stages: int) -> int:
-    """0 for the stem (conv1, bn1), k for layerk, num_stages + 1 for the head (fc)."""
-    top = _strip_prefixes(param_name).split(".", 1)[0]
-    if top in ("conv1", "bn1"):
-        return 0
-    if top == "fc":
-        return num_stages + 1
-    match = re.fullmatch(r"layer(\d+)", top)
-    if match and 1 <= int(match.group(1)) <= num_stages:
-        return int(match.group(1))
-    raise ModelError(f"parameter {param_name!r} is in no stage (conv1, bn1, layer1..layer{num_stages}, fc); "
-                     "models must use torchvision's ResNet attribute names")
 
 
 # --- pretrained weights ---------------------------------------------------------------------
@@ -432,8 +403,11 @@ def load_teacher(path, num_classes: int, in_channels: int, device) -> nn.Module:
     if not os.path.isfile(path):
         raise ModelError(f"{what}: no file at {str(path)!r}; make one with `make teacher`")
     data = _read_weights_file(path, what)
-    if data.get("format") != WEIGHTS_FORMAT or not _TEACHER_KEYS <= data.keys():
+    if data.get("format") != WEIGHTS_FORMAT or not data.keys() >= _TEACHER_KEYS:
         raise ModelError(f"{what} {str(path)!r} is not a {WEIGHTS_FORMAT} file (written by save_weights); "
+                         "write one with `make teacher`")
+    if data["model"] not in MODELS:  # the file names the model; config.validate never saw it
+        raise ModelError(f"{what} {str(path)!r} names model {data['model']!r}, not one of {', '.join(MODELS)}; "
                          "write one with `make teacher`")
     if data["num_classes"] != num_classes:
         raise ModelError(f"{what} {str(path)!r} has {data['num_classes']} classes but the data set has "
@@ -452,5 +426,5 @@ def load_teacher(path, num_classes: int, in_channels: int, device) -> nn.Module:
     return model
 
 
-__all__ = ["ModelError", "build_model", "save_weights", "load_teacher", "load_pretrained", "stage_index",
-           "num_stages", "apply_resnet_d", "zero_gamma_", "adapt_input_conv", "resolve_stem", "CifarResNet"]
+__all__ = ["ModelError", "build_model", "save_weights", "load_teacher", "load_pretrained", "apply_resnet_d",
+           "zero_gamma_", "adapt_input_conv", "resolve_stem", "CifarResNet"]

@@ -78,22 +78,6 @@ class SAM(torch.optim.Optimizer):
         if zero_grad:
             self.zero_grad()
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        """Both passes in one call, in torch's closure convention (as LBFGS): ``closure``
-        zeroes nothing, runs forward + backward and returns the loss; it is called twice.
-        Unlike the reference, the first pass happens here, not before the call. The
-        closure must itself switch BN running stats off for its second call if wanted."""
-        if closure is None:
-            raise ValueError("SAM.step needs a closure (forward + backward); or call first_step/second_step")
-        closure = torch.enable_grad()(closure)
-        self.zero_grad()
-        loss = closure()
-        self.first_step(zero_grad=True)
-        closure()
-        self.second_step(zero_grad=False)
-        return loss
-
     # The base optimizer holds the state worth saving (momentum buffers); old_p exists
     # only between first_step and second_step.
     def state_dict(self):

@@ -62,15 +62,10 @@ class Mixer:
         return x, y.float()
 
 
-def smooth_targets(soft: Tensor, eps: float) -> Tensor:
-    """``(1 - eps) * soft + eps / K``: the target ``F.cross_entropy(label_smoothing=eps)`` uses."""
-    return soft * (1.0 - eps) + eps / soft.shape[-1]
-
-
 def soft_cross_entropy(logits: Tensor, soft_targets: Tensor, label_smoothing: float) -> Tensor:
     """Mean cross-entropy against soft targets, smoothed by ``label_smoothing`` (0 = off)."""
-    # torch applies smoothing to probability targets exactly as smooth_targets does.
+    # torch smooths probability targets too: (1 - eps) * soft + eps / K, then the cross-entropy.
     return F.cross_entropy(logits, soft_targets, label_smoothing=label_smoothing)
 
 
-__all__ = ["Mixer", "smooth_targets", "soft_cross_entropy"]
+__all__ = ["Mixer", "soft_cross_entropy"]

@@ -15,9 +15,9 @@ import sys
 import time
 
 import pytest
+from conftest import tiny_space_yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import tiny_space_yaml
 from search import confirm
 from search.stats import NO_DIFFERENCE
 from search.summary import confirmation_lines

@@ -440,6 +440,31 @@ def test_layer_lr_decay_gives_stem_smallest_lr_and_head_full_lr(make, stages):
     assert _owner(groups, model.bn1.weight)["weight_decay"] == 0.0  # both tricks compose
 
 
+def test_stage_lr_divisors_give_each_stage_lr_over_its_divisor():
+    # The CUB fine-tuning studies' rule: stem lr/10, stage 1 lr/8, 2 lr/6, 3 lr/4, 4 and head lr/2.
+    model = resnet18(weights=None, num_classes=10)
+    groups = param_groups(model, lr=0.1, weight_decay=5e-4, no_bias_decay=False, layer_lr_decay=None,
+                          stage_lr_divisors=(10, 8, 6, 4, 2, 2))
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    for module, divisor in ((model.conv1, 10), (model.bn1, 10), (model.layer1, 8), (model.layer2, 6),
+                            (model.layer3, 4), (model.layer4, 2), (model.fc, 2)):
+        assert _owner(groups, next(module.parameters()))["lr"] == pytest.approx(0.1 / divisor)
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ({"model": "resnet18", "stage_lr_divisors": "10,8,6,4,2"}, "resnet18 needs 6 divisors"),
+    ({"model": "resnet20", "stage_lr_divisors": "10,8,6,4,2,2"}, "resnet20 needs 5 divisors"),
+    ({"model": "resnet18", "stage_lr_divisors": "10,8,6,4,2,0"}, "a divisor <= 0"),
+    ({"model": "resnet18", "stage_lr_divisors": "10,8,6,4,2,2", "layer_lr_decay": 0.5}, "one way"),
+])
+def test_bad_stage_lr_divisors_fail_in_config(values, fragment):
+    from trainable.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match=fragment):
+        from_dict(values)
+    assert from_dict({"model": "resnet20", "stage_lr_divisors": "10,8,4,2,2"}).stage_lr_divisors == (10, 8, 4, 2, 2)
+
+
 # --- precision -----------------------------------------------------------------------------
 
 def test_autocast_and_grad_scaler_follow_amp():

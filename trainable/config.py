@@ -17,8 +17,8 @@ import typing
 from dataclasses import dataclass, fields
 
 DATASETS = ("fashion_mnist_subset", "fashion_mnist", "cifar10", "cifar100", "cub200", "imagefolder")
-MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-          "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+CIFAR_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")  # 3 stages; torchvision's have 4
+MODELS = (*CIFAR_MODELS, "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 OPTIMIZERS = ("sgd", "adamw")
 AUGMENTS = ("none", "autoaugment", "randaugment", "trivialaugment")
@@ -92,6 +92,11 @@ class TrainConfig:
     # Discriminative LRs: stage k counted from the head gets lr * layer_lr_decay**k, so
     # the stem learns slowest (ULMFiT, Howard & Ruder 2018). None = one LR for all.
     layer_lr_decay: float | None = None
+    # Per-stage LRs as divisors of lr, from the stem to the head: (stem, layer1..layerN, head),
+    # so 5 numbers for the CIFAR ResNets (3 stages) and 6 for torchvision's (4). The CUB-200
+    # fine-tuning studies used (10, 8, 6, 4, 2, 2): stem lr/10 ... stage 4 and head lr/2.
+    # Empty = one LR for all (or layer_lr_decay's geometric rule).
+    stage_lr_divisors: tuple[float, ...] = ()
     sam_rho: float = 0.0  # SAM neighbourhood radius (Foret et al. 2021); 0.05 is their CIFAR value; 0 = off
     batch_size: int = 128
     epochs: int = 10
@@ -311,6 +316,7 @@ def validate(cfg: TrainConfig) -> None:
     _range(cfg, "momentum", 0, 1, high_open=True)
     _range(cfg, "weight_decay", 0)
     _range(cfg, "layer_lr_decay", 0, 1, low_open=True, fix="use a factor in (0, 1], or None for one LR")
+    _stage_lr_divisors(cfg)
     _range(cfg, "sam_rho", 0, fix="0 turns SAM off; 0.05 is the paper's CIFAR value")
     if cfg.sam_rho > 0 and cfg.amp == "fp16":
         # fp16 needs a GradScaler, whose unscale/step bookkeeping assumes one backward per step.
@@ -345,6 +351,22 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("data_dir: dataset=imagefolder needs data_dir=<root with train/ and val/ folders>")
     if cfg.dataset == "cub200" and cfg.data_dir is None:
         raise ConfigError("data_dir: dataset=cub200 needs data_dir=<CUB_200_2011 folder with images.txt>")
+
+
+def _stage_lr_divisors(cfg: TrainConfig) -> None:
+    divisors = cfg.stage_lr_divisors
+    if not divisors:
+        return
+    if cfg.layer_lr_decay is not None:
+        raise ConfigError("stage_lr_divisors: give per-stage LRs one way; set layer_lr_decay=None or "
+                          "stage_lr_divisors=()")
+    stages = 3 if cfg.model in CIFAR_MODELS else 4
+    if len(divisors) != stages + 2:
+        example = ",".join(["10", "8", "6", "4", "2", "2"][-(stages + 2):])
+        raise ConfigError(f"stage_lr_divisors: {cfg.model} needs {stages + 2} divisors (stem, layer1..layer{stages}, "
+                          f"head), got {len(divisors)}; e.g. {example}")
+    if any(d <= 0 for d in divisors):
+        raise ConfigError(f"stage_lr_divisors: {list(divisors)} has a divisor <= 0; each stage's lr is lr/divisor")
 
 
 def looks_like_path(value: str) -> bool:

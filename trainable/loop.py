@@ -77,7 +77,8 @@ class Training:
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    groups = param_groups(model, effective_lr(cfg), cfg.weight_decay, cfg.no_bias_decay, cfg.layer_lr_decay)
+    groups = param_groups(model, effective_lr(cfg), cfg.weight_decay, cfg.no_bias_decay, cfg.layer_lr_decay,
+                          cfg.stage_lr_divisors)
     if cfg.optimizer == "sgd":
         kwargs = dict(momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
         if cfg.sam_rho > 0:

@@ -21,7 +21,7 @@ from search.ray_private import trial_states
 from search.records import STATE_FILE, SearchError, latest_experiment  # noqa: F401 - the runner's public names
 from search.summary import summarize
 from search.tracking import MlflowTracker
-from spaces import PROJECT_ROOT, Space, load_space
+from spaces import PROJECT_ROOT, Recipe, Space, load_recipe, load_space
 
 # --smoke: the whole path (Ray, Optuna, ASHA, confirmation, MLflow) on a sliver of the data.
 SMOKE_FIXED = {"train_subset": 512, "val_subset": 256, "batch_size": 64}
@@ -54,19 +54,50 @@ class SearchOptions:
 
 
 def prepare_space(opts: SearchOptions) -> Space:
-    space = load_space(opts.space, recipe=opts.recipe)
     fixed = dict(opts.overrides)
+    space = load_space(opts.space, recipe=_recipe(opts.recipe, fixed.pop("data_dir", None)))
     budget = {}
     if opts.smoke:
-        fixed = {**SMOKE_FIXED, **fixed}
+        # A GPU recipe's smoke run on a machine without one checks the path on the CPU.
+        fixed = {**SMOKE_FIXED, **({"device": "cpu"} if space.gpus_per_trial and not _has_gpu() else {}), **fixed}
         budget = {k: min(v, getattr(space, k)) for k, v in SMOKE_BUDGET.items()}
         budget["grace_period"] = min(budget["grace_period"], budget["max_epochs"])
     for key in ("samples", "confirm_top", "confirm_seeds"):
         if getattr(opts, key) is not None:
             budget["num_samples" if key == "samples" else key] = getattr(opts, key)
+    if fixed.get("device", space.fixed.get("device")) == "cpu":
+        budget["gpus_per_trial"] = 0  # a trial told to train on the CPU needs no GPU from Ray
     if fixed or budget:
         space = space.override(fixed=fixed, **budget)
     return space
+
+
+def _recipe(name: str | None, data_dir: str | None) -> Recipe:
+    """The recipe, with the user's data folder in it: a recipe for a data set that has no
+    default place (CUB, an image folder) cannot even be validated without it."""
+    recipe = load_recipe(name)
+    if data_dir:
+        return dataclasses.replace(recipe, fixed={**recipe.fixed, "data_dir": os.path.abspath(data_dir)})
+    dataset = recipe.fixed.get("dataset")
+    if dataset in ("cub200", "imagefolder") and not recipe.fixed.get("data_dir"):
+        raise SearchError(f"recipe {recipe.name} trains on {dataset} images: give their folder with "
+                          "DATA_DIR=/path/to/it (make) or --data-dir (python -m search)")
+    return recipe
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def check_gpus(space: Space) -> None:
+    """A recipe that gives each trial a GPU on a machine with none would wait forever in Ray's
+    queue: say so before anything starts (a cluster's GPUs are on its nodes: not checked)."""
+    if space.gpus_per_trial > 0 and not os.environ.get("RAY_ADDRESS") and not _has_gpu():
+        raise SearchError(f"recipe {space.recipe} gives each trial {space.gpus_per_trial:g} GPU but this machine "
+                          "has none; run it on a GPU machine (or a Ray cluster: RAY_ADDRESS=...), try the path "
+                          "with SMOKE=1, or train on the CPU with SET=\"device=cpu\" (slow)")
 
 
 def run_search(opts: SearchOptions) -> dict:
@@ -82,6 +113,7 @@ def run_search(opts: SearchOptions) -> dict:
     from trainable.loop import preflight
 
     space = prepare_space(opts)  # validates the whole space file before Ray starts
+    check_gpus(space)
     preflight(space.trial_config(baseline_point(space)))  # data, model, teacher: bad ones fail before any record
     client = records.check_tracking(tracking_uri)
     if state is None:

@@ -51,6 +51,8 @@ def build(path: pathlib.Path, raw: dict, recipe: Recipe, question: str, command:
     own_fixed = validate.mapping(file, "fixed", raw.get("fixed"), "{hflip: true}")
     fixed = validate.fixed(file, recipe.fixed, own_fixed, params_raw, budget["max_epochs"], recipe.name)
     params = {name: validate.param(file, name, spec) for name, spec in params_raw.items()}
+    params = validate.resolve(file, params, validate.references(file, params_raw, raw.get("baseline"), fixed,
+                                                                recipe.fixed))
     baseline = validate.baseline(file, raw.get("baseline"), params, fixed, recipe.fixed)
     validate.domains(file, params, baseline)
     variants = validate.variants(file, raw.get("variants"), params, baseline, recipe.name)

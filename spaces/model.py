@@ -27,6 +27,8 @@ class Param:
     low: float | int | None = None
     high: float | int | None = None
     values: tuple | None = None
+    relative_to: str | None = None  # low/high are `scale` times the recipe's value of this key
+    scale: tuple[float, float] | None = None
 
     def contains(self, value) -> bool:
         if self.type in ("choice", "grid"):
@@ -38,7 +40,8 @@ class Param:
     def describe(self) -> str:
         if self.values is not None:
             return f"{self.type} of {list(self.values)}"
-        return f"{self.type} [{self.low}, {self.high}]"
+        relative = f" ({self.scale[0]:g}x-{self.scale[1]:g}x {self.relative_to})" if self.relative_to else ""
+        return f"{self.type} [{self.low}, {self.high}]{relative}"
 
 
 @dataclass(frozen=True)
@@ -123,9 +126,10 @@ class Space:
         merged = validate.budget({**self.budget(), **budget}, file)
         scheduler, seed = validate.scheduler_and_seed(file, {"scheduler": self.scheduler, "seed": self.seed, **top})
         new_fixed = {**self.fixed, **fixed, "epochs": merged["max_epochs"]}
-        params = {k: p for k, p in self.params.items() if k not in fixed}
         baseline = {**self.baseline, **fixed, "epochs": merged["max_epochs"]}
         validate.whole_config(file, "--set", baseline)
+        params = validate.resolve(file, {k: p for k, p in self.params.items() if k not in fixed}, baseline)
+        validate.inside(file, params, baseline)
         validate.domains(file, params, baseline)
         for name, overrides in self.variants.items():
             validate.whole_config(file, f"variants.{name}", {**baseline, **overrides})

@@ -7,6 +7,7 @@ check what is the space's own business (distributions, budget, baseline, variant
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import pathlib
 import re
@@ -50,6 +51,10 @@ _BUDGET_INTS = {"num_samples": (1, "run at least one trial"),
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice", "grid")
 _DIST_FIELDS = {"uniform": ("low", "high"), "loguniform": ("low", "high"), "int": ("low", "high"),
                 "choice": ("values",), "grid": ("values",)}
+# `relative_to: <key>`: low and high are multiples of the recipe's value of <key> (or of the
+# epoch count for `epochs`), so one space file asks its question on any recipe: lr
+# 0.3x-3x the recipe's lr is 0.03-0.3 for SGD at 0.1 and 6e-4-6e-3 for Adam at 2e-3.
+_OPTIONAL_FIELDS = {"uniform": ("relative_to",), "loguniform": ("relative_to",)}
 SCHEDULERS = ("asha", "none")
 # Training keys that hold file paths: relative ones are made absolute against PROJECT_ROOT,
 # and "{recipe}" in them becomes the recipe's name (teachers/{recipe}.pt).
@@ -257,7 +262,43 @@ def param(file: str, name: str, spec):
     if kind == "loguniform" and low <= 0:
         raise SpaceError(file, f"{where}.low", f"loguniform needs low > 0, got {low}; use a small positive low, "
                          "or uniform to include 0")
-    return Param(name=name, type=kind, low=low, high=high)
+    relative_to = spec.get("relative_to")
+    if relative_to is None:
+        return Param(name=name, type=kind, low=low, high=high)
+    if relative_to != "epochs" and (relative_to not in FIELDS or not is_number_key(relative_to)):
+        raise SpaceError(file, f"{where}.relative_to", f"{relative_to!r} is not a numeric training key; bounds "
+                         "can be relative to one (e.g. lr) or to epochs")
+    return Param(name=name, type=kind, relative_to=relative_to, scale=(low, high))
+
+
+def references(file: str, params_raw: dict, baseline_raw, fixed_values: dict, recipe_fixed: dict) -> dict:
+    """The values relative bounds are multiples of: the fixed values, and for a searched key
+    its reference (the file's baseline, else the recipe's value, else the default)."""
+    given = mapping(file, "baseline", baseline_raw, "{mixup_alpha: 0.0}")
+    out = dict(fixed_values)
+    for key in params_raw:
+        if key in given and key in FIELDS:
+            out[key] = value(file, f"baseline.{key}", key, given[key])
+        elif key in FIELDS:
+            out[key] = recipe_fixed.get(key, FIELDS[key].default)
+    return out
+
+
+def resolve(file: str, params: dict, refs: dict) -> dict:
+    """Relative bounds made absolute against ``refs`` (rounded to 12 digits: 0.3 x 0.1 is 0.03)."""
+    out = {}
+    for name, p in params.items():
+        if p.relative_to is None:
+            out[name] = p
+            continue
+        base = refs.get(p.relative_to)
+        if isinstance(base, bool) or not isinstance(base, (int, float)) or base <= 0:
+            raise SpaceError(file, f"params.{name}.relative_to", f"{p.relative_to} is {base!r} here; bounds "
+                             f"relative to it need a positive value: --set {p.relative_to}=... or give {name} "
+                             "absolute bounds in a space of your own")
+        low, high = (float(f"{factor * base:.12g}") for factor in p.scale)
+        out[name] = dataclasses.replace(p, low=low, high=high)
+    return out
 
 
 def _distribution_type(file: str, where: str, name: str, spec) -> str:
@@ -274,7 +315,7 @@ def _distribution_type(file: str, where: str, name: str, spec) -> str:
                          f"{', '.join(DISTRIBUTIONS)}")
     allowed = _DIST_FIELDS[kind]
     for key in spec:
-        if key != "type" and key not in allowed:
+        if key != "type" and key not in allowed + _OPTIONAL_FIELDS.get(kind, ()):
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"{kind} takes {' and '.join(allowed)}"
             raise SpaceError(file, f"{where}.{key}", f"not a field of a {kind} distribution; {hint}")
@@ -323,6 +364,14 @@ def baseline(file: str, raw, params: dict, fixed_values: dict, recipe_fixed: dic
         key = re.match(r"\w+", str(err))
         raise SpaceError(file, "baseline" if key and key.group(0) in params else "fixed", str(err)) from None
     return out
+
+
+def inside(file: str, params: dict, baseline_values: dict) -> None:
+    """After an override, each searched key's reference value must still be in its domain."""
+    for name, p in params.items():
+        if not p.contains(baseline_values[name]):
+            raise SpaceError(file, f"baseline.{name}", f"the reference value {baseline_values[name]!r} is outside "
+                             f"{p.describe()} after the override; --set {name}=... to fix it instead")
 
 
 def domains(file: str, params: dict, baseline_values: dict) -> None:

@@ -317,6 +317,12 @@ BAD = [
      "budget.gpus_per_trial: -1 is negative"),
     ("gpus-fraction-above-one", PARAMS + "budget: {num_samples: 2, max_epochs: 2, gpus_per_trial: 1.5}\n",
      "Ray shares a GPU only in fractions up to 1"),
+    ("relative-to-unknown-key", param("lr: {type: loguniform, low: 0.3, high: 3.0, relative_to: lrr}"),
+     "params.lr.relative_to: 'lrr' is not a numeric training key"),
+    ("relative-to-zero", param("lr: {type: loguniform, low: 0.3, high: 3.0, relative_to: min_lr}"),
+     "params.lr.relative_to: min_lr is 0.0 here; bounds relative to it need a positive value"),
+    ("relative-on-choice", param("augment: {type: choice, values: [none], relative_to: lr}"),
+     "params.augment.relative_to: not a field of a choice distribution"),
     ("scheduler-unknown", GOOD.replace(HEAD, "") + "scheduler: hyperband\n", "scheduler: 'hyperband' is not one "
      "of asha, none"),
     ("scheduler-in-budget", PARAMS + "budget: {num_samples: 2, max_epochs: 2, scheduler: none}\n",
@@ -467,3 +473,36 @@ def test_a_bad_recipe_is_rejected_with_one_line(tmp_path, body, header, fragment
 def test_unknown_recipe_name_lists_the_recipes():
     with pytest.raises(SpaceError, match=f"unknown recipe 'fashion_mnist'; did you mean '{DEFAULT_RECIPE}'"):
         load_recipe("fashion_mnist")
+
+
+@pytest.mark.parametrize("recipe", list_recipes())
+def test_every_space_asks_its_question_on_every_recipe(recipe, tmp_path):
+    # Relative bounds (relative_to) and the recipe's own reference values make one space file
+    # valid on any recipe: SGD at lr 0.1, Adam at 2e-3, 6 or 200 epochs.
+    import dataclasses
+
+    loaded = load_recipe(recipe)
+    if loaded.fixed.get("dataset") in ("cub200", "imagefolder"):  # no default place: the user's folder
+        loaded = dataclasses.replace(loaded, fixed={**loaded.fixed, "data_dir": str(tmp_path)})
+    for name in SHIPPED:
+        if name == "kd_temperature":
+            continue  # needs teachers/<recipe>.pt (make teacher RECIPE=...)
+        if name == "lr" and loaded.fixed.get("weight_decay") == 0:
+            with pytest.raises(SpaceError, match="weight_decay is 0.0 here; bounds relative to it need a positive"):
+                load_space(name, recipe=loaded)
+            continue
+        space = load_space(name, recipe=loaded)
+        assert space.recipe == recipe and space.max_epochs == loaded.budget["max_epochs"]
+        for sampled in draw(space, 3):
+            assert space.trial_config(sampled).epochs == space.max_epochs
+        if "lr" in space.params:
+            assert space.params["lr"].contains(loaded.fixed["lr"])
+
+
+def test_relative_bounds_follow_the_recipe_and_a_set_value():
+    space = load_space("schedule")  # min_lr up to lr/10, warmup up to a quarter of training
+    assert (space.params["min_lr"].high, space.params["warmup_epochs"].high) == (0.01, 1.5)
+    assert "0x-0.1x lr" in space.params["min_lr"].describe()
+    shorter = space.override(fixed={"epochs": "2", "lr": "0.05"})
+    assert (shorter.params["min_lr"].high, shorter.params["warmup_epochs"].high) == (0.005, 0.5)
+    assert load_space("lr", recipe="cifar100_resnet50").params["lr"].low == 0.025  # 0.1 x its 0.25

@@ -291,7 +291,7 @@ def resolve(file: str, params: dict, refs: dict) -> dict:
         if p.relative_to is None:
             out[name] = p
             continue
-        base = refs.get(p.relative_to)
+        base = refs[p.relative_to] if p.relative_to in refs else FIELDS[p.relative_to].default
         if isinstance(base, bool) or not isinstance(base, (int, float)) or base <= 0:
             raise SpaceError(file, f"params.{name}.relative_to", f"{p.relative_to} is {base!r} here; bounds "
                              f"relative to it need a positive value: --set {p.relative_to}=... or give {name} "

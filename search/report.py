@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from mlflow.tracking import MlflowClient
 
+from search import confirm
 from search.runner import default_tracking_uri
 from search.stats import compare_over_seeds, mean_std
 from search.tracking import experiment_name
@@ -55,6 +56,7 @@ class TrialRun:
     treatment: dict  # searched key (seed excluded) -> value; "variant" -> its name
     seed: int | None
     params: dict  # the full resolved TrainConfig, as MLflow stores it (strings)
+    candidate: str | None = None  # a confirmation run's configuration label (stage=confirm)
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     @property
@@ -92,7 +94,8 @@ class SearchRecord:
     max_epochs: int
     treatments: list[str]  # searched keys that change the recipe (variant included, seed not)
     seed_searched: bool
-    trials: list[TrialRun]
+    trials: list[TrialRun]  # the search phase
+    confirm_runs: list[TrialRun] = field(default_factory=list)  # the confirmation phase (stage=confirm)
 
 
 def _no_search(space: Space, tracking_uri: str) -> ReportError:
@@ -154,7 +157,8 @@ def load_search(client: MlflowClient, parent, space: Space, tracking_uri: str) -
         treatments=[k for k in searched if k != SEED_KEY], seed_searched=SEED_KEY in searched, trials=[])
     metrics = CURVES + ((record.metric,) if record.metric not in CURVES else ())
     for run in _child_runs(client, parent):
-        record.trials.append(_trial(client, run, record.treatments, metrics))
+        confirming = run.data.tags.get("stage") == "confirm"
+        (record.confirm_runs if confirming else record.trials).append(_trial(client, run, record.treatments, metrics))
     return record
 
 
@@ -186,7 +190,7 @@ def _trial(client: MlflowClient, run, treatments: list[str], metrics: tuple) -> 
     outcome = tags.get("outcome") or ("running" if run.info.status == "RUNNING" else run.info.status.lower())
     return TrialRun(run_id=run.info.run_id, trial_id=tags.get("trial_id", run.info.run_id[:8]),
                     is_baseline=tags.get("is_baseline") == "true", outcome=outcome, treatment=treatment,
-                    seed=seed, params=dict(params), curves=curves)
+                    seed=seed, params=dict(params), curves=curves, candidate=tags.get("candidate"))
 
 
 def _parse(key: str, text):
@@ -557,8 +561,46 @@ def _delta_cell(delta: float | None, epochs: list[int], max_epochs: int) -> str:
     return f"{delta:+.2f}" if epochs[-1] >= max_epochs else f"{delta:+.2f} (at epoch {epochs[-1]})"
 
 
+def confirmation_of(record: SearchRecord) -> dict | None:
+    """The confirmation phase recomputed from its MLflow runs (search/confirm.py's rule): each
+    configuration's final metric by seed, only runs that completed."""
+    if not record.confirm_runs:
+        return None
+    finals: dict[str, dict] = {confirm.BASELINE: {}}
+    for run in record.confirm_runs:
+        if run.outcome == "completed" and run.epochs >= record.max_epochs:
+            finals.setdefault(run.candidate, {})[run.seed] = run.final(record.metric)
+    seeds = sorted({run.seed for run in record.confirm_runs})
+    return {"seeds": seeds, **confirm.evaluate(finals, record.mode)}
+
+
+def confirmation_markdown(confirmation: dict, metric: str) -> list[str]:
+    lines = ["## Confirmed over seeds: the answer", "",
+             f"The best configurations of the search phase and the baseline, again for seeds "
+             f"{', '.join(map(str, confirmation['seeds']))} (fresh, the same for every configuration), each run "
+             f"to the end. Δ: mean {metric} minus the baseline's, paired by seed, with its 95% CI (paired t).", "",
+             f"| configuration | n | {metric} (mean ± std) | Δ vs baseline [95% CI] | p | verdict |",
+             "|---|---|---|---|---|---|"]
+    for row in confirmation["rows"]:
+        value = "—" if row["mean"] is None else f"{row['mean']:.2f}" + (
+            f" ± {row['std']:.2f}" if row.get("std") is not None else "")
+        if "verdict" in row:
+            p = f"{row['p_value']:.3g}" if row.get("p_value") is not None else "n/a"
+            tail = f"{row['delta']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}] | {p} | **{row['verdict']}**"
+        else:
+            tail = "— | — | —"
+        lines.append(f"| {row['label']} | {row['n']} | {value} | {tail} |")
+    winner = confirmation["winner"]
+    lines += ["", f"Winner: **{winner}** (best confirmed mean)." if winner not in (None, confirm.BASELINE) else
+              "Winner: the baseline; no confirmed configuration beat its mean." if winner else "", ""]
+    if confirmation["note"]:
+        lines += [confirmation["note"], ""]
+    return lines
+
+
 def render_markdown(record: SearchRecord, configs: list[Config], seeds: list[SeedComparison] | None,
-                    importances: dict | None, importance_note: str, files: dict[str, str]) -> str:
+                    importances: dict | None, importance_note: str, files: dict[str, str],
+                    confirmation: dict | None = None) -> str:
     outcomes: dict[str, int] = {}
     for t in record.trials:
         outcomes[t.outcome] = outcomes.get(t.outcome, 0) + 1
@@ -578,6 +620,7 @@ def render_markdown(record: SearchRecord, configs: list[Config], seeds: list[See
         f"| trials | {len(record.trials)} ({', '.join(f'{n} {o}' for o, n in outcomes.items())}) |",
         f"| MLflow | experiment `{experiment_name(record.space.name)}`, parent run `{record.parent_id}` |",
         "",
+        *(confirmation_markdown(confirmation, record.metric) if confirmation is not None else []),
         "## Trials, best first",
         "",
         f"One row per configuration (runs that differ only by seed are one row, mean ± std). Sorted by "
@@ -681,11 +724,12 @@ def build_report(space_name: str, out_dir: str | None = None, run_id: str | None
     elif os.path.exists(stale):
         os.remove(stale)  # from an earlier report; it would contradict this one's note
     seeds = seed_statistics(record, configs)
+    confirmation = confirmation_of(record)
     files["csv"] = "trials.csv"
     write_csv(record, os.path.join(out_dir, files["csv"]))
     report_path = os.path.join(out_dir, "report.md")
     with open(report_path, "w", encoding="utf-8") as fh:
-        fh.write(render_markdown(record, configs, seeds, importances, note, files))
+        fh.write(render_markdown(record, configs, seeds, importances, note, files, confirmation))
 
     try:
         for name in ["report.md", *files.values()]:

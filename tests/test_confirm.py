@@ -83,6 +83,14 @@ def test_confirmation_runs_are_tagged_counted_and_the_verdict_matches_mlflow(tmp
     assert parent.data.tags["confirm_winner"] == recomputed["winner"]
     assert parent.data.tags["confirm_1_verdict"] == NO_DIFFERENCE
     assert parent.data.metrics["confirm_0_mean"] == pytest.approx(recomputed["rows"][0]["mean"])
+    # make report shows them too, recomputed from the same runs.
+    made = subprocess.run([sys.executable, "-m", "search.report", str(tmp_path / "inert.yaml"), "--out",
+                           str(tmp_path / "report")], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+    assert made.returncode == 0, made.stderr[-2000:]
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## Confirmed over seeds: the answer" in markdown
+    assert markdown.count(f"**{NO_DIFFERENCE}**") >= 2 and "Winner:" in markdown
 
 
 def test_confirm_seeds_0_turns_it_off(tmp_path):

@@ -275,7 +275,25 @@ def model_is_torchvision_resnet18(p, plain):
     assert p.model.conv1.kernel_size == (3, 3)  # the small stem at 28 px
 
 
+def bn_statistics_are_reestimated(p, plain):
+    (evaluated,) = p.evaluated
+    assert evaluated is not p.model  # a copy: the live running statistics stay as training left them
+    live = p.checkpoint["model"]
+    for key, value in evaluated.state_dict().items():
+        if key.endswith(("running_mean", "running_var")):
+            assert not torch.equal(value, live[key]), key
+        elif not key.endswith("num_batches_tracked"):
+            torch.testing.assert_close(value, live[key])  # the same weights
+
+
+def lrs_follow_the_divisors(p, plain):
+    lrs = p.group_lrs[0]
+    assert lrs == pytest.approx({"stem": 0.01, "layer1": 0.0125, "layer2": 0.025, "layer3": 0.05, "head": 0.05})
+
+
 TRICKS = {
+    "precise_bn": ({"precise_bn": 128}, [bn_statistics_are_reestimated]),
+    "stage_lr_divisors": ({"stage_lr_divisors": (10, 8, 4, 2, 2)}, [lrs_follow_the_divisors]),
     "label_smoothing": ({"label_smoothing": 0.1}, [smoothing_reaches_the_loss]),
     "mixup": ({"mixup_alpha": 0.2}, [targets_are_soft]),
     "cutmix": ({"cutmix_alpha": 1.0, "mix_prob": 0.5}, [targets_are_soft]),

@@ -479,3 +479,37 @@ def test_autocast_and_grad_scaler_follow_amp():
     with pytest.raises(ConfigError, match="amp: unknown value 'fp8'"):
         from_dict(amp="fp8")
 
+
+
+# --- precise BN ------------------------------------------------------------------------------
+
+def test_precise_bn_reestimates_a_copy_and_leaves_the_model_alone():
+    from torch import nn
+
+    from trainable.tricks.precise_bn import with_precise_bn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(64, 3, 5, 5) * 3 + 2
+    batches = [(x[i:i + 16], None) for i in range(0, 64, 16)] + [(torch.full((16, 3, 5, 5), 1e6), None)]
+    estimated = with_precise_bn(model, iter(batches), images=64)  # the 5th (absurd) batch is never read
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    with torch.no_grad():
+        features = model[0](x)
+    bn = estimated[1]
+    assert torch.allclose(bn.running_mean, features.mean(dim=(0, 2, 3)), atol=1e-4)
+    assert torch.allclose(bn.running_var, features.var(dim=(0, 2, 3)), rtol=1e-2)
+    assert with_precise_bn(model, iter(batches), images=0) is model  # off at 0
+
+
+def test_precise_bn_changes_the_evaluation_not_the_training():
+    from trainable.config import from_dict
+    from trainable.loop import fit
+
+    tiny = dict(train_subset=256, val_subset=128, epochs=2, batch_size=64, lr=0.2, device="cpu", threads=1)
+    plain, precise = [], []
+    fit(from_dict(tiny), lambda m, d: plain.append(m))
+    fit(from_dict(tiny, precise_bn=256), lambda m, d: precise.append(m))
+    assert [m["train_loss"] for m in plain] == [m["train_loss"] for m in precise]  # training untouched
+    assert [m["val_loss"] for m in plain] != [m["val_loss"] for m in precise]  # the evaluation is not

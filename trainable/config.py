@@ -134,6 +134,10 @@ class TrainConfig:
 
     # --- model averaging, precision, speed --------------------------------------------
     ema_decay: float = 0.0  # EMA of weights and BN buffers, validated instead of live weights; 0 = off
+    # Before each evaluation, re-estimate BN statistics on this many training images (precise
+    # BN, Wu & Johnson 2021; pycls uses 8192): early epochs then rank configurations as the
+    # end of training does (make bench, fidelity figure). 0 = off: BN's running statistics.
+    precise_bn: int = 0
     amp: str = "off"
     channels_last: bool = False
     compile: bool = False  # torch.compile; pays off only for long runs (tens of s to compile)
@@ -304,7 +308,8 @@ def validate(cfg: TrainConfig) -> None:
     _choice(cfg, "amp", AMP_MODES)
     _choice(cfg, "stem", STEMS)
     _choice(cfg, "loader", LOADERS)
-    for key in ("train_subset", "val_subset", "image_size", "num_workers", "threads", "randaugment_n", "seed"):
+    for key in ("train_subset", "val_subset", "image_size", "num_workers", "threads", "randaugment_n", "seed",
+                "precise_bn"):
         _range(cfg, key, 0)
     _range(cfg, "epochs", 1, fix="train for at least one epoch")
     _range(cfg, "batch_size", 1)

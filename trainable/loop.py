@@ -33,6 +33,7 @@ from trainable.models import build_model, load_teacher
 from trainable.tricks.distill import distill_loss
 from trainable.tricks.ema import build_ema
 from trainable.tricks.param_groups import param_groups
+from trainable.tricks.precise_bn import with_precise_bn
 from trainable.tricks.precision import autocast, grad_scaler
 from trainable.tricks.sam import SAM, disable_running_stats, enable_running_stats
 from trainable.tricks.schedule import build_scheduler, effective_lr
@@ -185,6 +186,19 @@ def train_one_epoch(training: Training, data: Data, cfg: TrainConfig, epoch: int
     return train_loss, seen
 
 
+def eval_model(training: Training, data: Data, cfg: TrainConfig, epoch: int, device: torch.device) -> nn.Module:
+    """What is validated: the EMA weights when EMA is on, else the live ones; with precise_bn,
+    a copy whose BN statistics are re-estimated on a fixed sample of training images."""
+    model = training.ema.module if training.ema is not None else training.model
+    if not cfg.precise_bn:
+        return model
+    # A fixed sample per epoch, drawn after the epoch's training (which reseeds the RNG
+    # itself), so precise BN never changes what training sees.
+    torch.manual_seed(_epoch_seed(cfg.seed, epoch) + 50_000)
+    generator = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch) + 50_000)
+    return with_precise_bn(model, data.train_batches(cfg.batch_size, generator, device), cfg.precise_bn)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, amp: str, device: torch.device, channels_last: bool) -> dict:
     model.eval()
@@ -243,9 +257,8 @@ def fit(cfg: TrainConfig | Mapping, report: Report | None = None, *,
             t0 = time.perf_counter()
             train_loss, seen = train_one_epoch(training, data, cfg, epoch, device)
             train_seconds = time.perf_counter() - t0
-            eval_model = training.ema.module if training.ema is not None else training.model
-            val = evaluate(eval_model, data.val_batches(cfg.batch_size * 2, device), cfg.amp, device,
-                           cfg.channels_last)
+            val = evaluate(eval_model(training, data, cfg, epoch, device), data.val_batches(cfg.batch_size * 2, device),
+                           cfg.amp, device, cfg.channels_last)
             metrics = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,

@@ -1,4 +1,4 @@
-"""``make bench``: does tricktune's machinery cost or save time? Five figures, each a ratio.
+"""``make bench``: does tricktune's machinery cost or save time, and do its early stops decide on evidence?
 
 Every figure compares two things measured *side by side in the same run*, never against
 a stored number, because on a shared 2-core machine the absolute speed swings
@@ -10,20 +10,20 @@ minutes later, 72 s). How each stays side by side:
 2. overhead  a trial-epoch inside a search (run_search: Ray Tune + Optuna + MLflow) vs fit()
              alone; goal <= 1.05x. The fit() twin runs *during* the trial, one core each, so
              outside load hits both; Ray's own daemons' CPU is measured and added back.
-3. search    ASHA + TPE vs random search run to the end, real Ray Tune searches over a wide
-             lr x weight-decay space: trial-epochs until a trial finishes within 0.5 points of
-             the best final val_top1, mean over 3 seeds; goal >= 3x fewer. Counts epochs, not
-             seconds, so load cannot move it. Also prints each whole search's cost and result.
+3. search    ASHA + TPE vs random search run to the end, with the default rung design
+             (search/bench_rungs.py); goal >= 3x fewer trial-epochs to a near-best config.
 4. packing   trial-epochs per minute, 2 trials x 1 thread at once vs 1 trial x 2 threads at a
              time (and 2 x 2, oversubscribed); rounds as in 1.
 5. gpu       with CUDA: ResNet-50 224 px bf16 images/s vs NVIDIA's A100 reference, and a
              CIFAR-10-size ResNet-18 epoch; without: "GPU: skipped (no CUDA device)".
+6. fidelity  the default space's first rung against the final ranking, Spearman over 8
+             configurations x 2 seeds run to the end, with the noise floor
+             (search/bench_rungs.py, search/fidelity.py); goal >= 0.7.
 
-Usage: ``python -m search.bench [--quick] [--only NAME]`` (``make bench``). A full run takes
-about 10 min on an idle 2-core machine (longer when other jobs load it; the report prints
-the load average) and writes the table to ``reports/bench.md``. ``--quick`` runs
-seconds-long versions that check the code, not the speed. No figure is a timed unit test;
-a figure that misses its goal says FALL SHORT.
+Usage: ``python -m search.bench [--quick] [--only NAME]`` (``make bench``); it writes the
+table to ``reports/bench.md`` and prints the load average (other jobs slow every figure).
+``--quick`` runs seconds-long versions that check the code, not the speed. No figure is a
+timed unit test; a figure that misses its goal says FALL SHORT.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -51,6 +50,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from search.bench_common import CORES, Figure
+from search.bench_common import paired_ratio as _paired_ratio
+from search.bench_common import rounds as _rounds
+from search.bench_common import say as _say
+from search.bench_common import space_file as _space_file
+from search.bench_common import spread as _spread
+from search.bench_common import start_ray as _start_ray
+from search.bench_common import stop_ray as _stop_ray
+from search.bench_rungs import bench_fidelity, bench_search
 from spaces import PROJECT_ROOT, load_space
 from trainable.config import TrainConfig
 from trainable.data import FASHION_MNIST_STATS, interleave_by_class
@@ -59,73 +67,15 @@ from trainable.models import build_model
 from trainable.tricks.augment import PAD
 
 REPORT_PATH = str(PROJECT_ROOT / "reports" / "bench.md")
-CORES = os.cpu_count() or 1
 # NVIDIA DeepLearningExamples, ResNet-50 v1.5 for PyTorch, training performance table:
 # 2,470 img/s on one A100 80GB with mixed precision (DGX A100, batch 256).
 A100_RESNET50_IMAGES_PER_SECOND = 2470
 
 
-@dataclass
-class Figure:
-    """One line of the final table. ``passed`` None = not judged (skipped or information only)."""
-
-    name: str
-    measured: str
-    goal: str
-    passed: bool | None
-    details: list[str] = dataclasses.field(default_factory=list)
-
-    @property
-    def verdict(self) -> str:
-        if self.passed is None:
-            return "skipped" if self.measured.startswith("skipped") else "info"
-        return "PASS" if self.passed else "FALL SHORT"
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)
-
-
 def _recipe(**overrides) -> TrainConfig:
-    """baseline.yaml's recipe (ResNet-20, SGD + cosine, flip + pad-crop) with ``overrides``."""
+    """The default recipe's training config (spaces/recipes/) with ``overrides``, on the CPU."""
     space = load_space("baseline").override(fixed={"device": "cpu", **overrides})
     return space.trial_config({})
-
-
-def _paired_ratio(a: list[float], b: list[float]) -> float:
-    """Median over rounds of a/b: each round's two arms ran minutes apart at most, so their
-    ratio is far steadier than either absolute number on a machine other jobs share."""
-    return statistics.median(x / y for x, y in zip(a, b))
-
-
-def _spread(a: list[float], b: list[float]) -> str:
-    ratios = [x / y for x, y in zip(a, b)]
-    return f"per round {min(ratios):.2f}-{max(ratios):.2f}x" if len(ratios) > 1 else "one round"
-
-
-def _start_ray() -> None:
-    """Ray for figures 2 and 3, quiet: the bench prints its own lines."""
-    import logging
-
-    import optuna
-    import ray
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created" per search
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables"
-
-    # Tune's new console output prints a box per experiment even at verbose=0; the legacy
-    # one is silent. The snapshot warning fires for every checkpoint of a seconds-long epoch.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
-
-
-def _stop_ray() -> None:
-    if "ray" in sys.modules:
-        import ray
-
-        ray.shutdown()
 
 
 # --- 1. training-loop throughput ----------------------------------------------------------
@@ -229,32 +179,7 @@ def bench_loop(quick: bool) -> list[Figure]:
             Figure("1b. fit() channels_last on/off, images/s", f"{layout:.2f}x", "info", None)]
 
 
-def _rounds(arms: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
-    """Run every arm once per round, reversing the order every other round so a slow drift
-    of the machine's load does not always land on the same arm; prints each round."""
-    measured: dict[str, list[float]] = {name: [] for name in arms}
-    for r in range(rounds):
-        for name in (list(arms) if r % 2 == 0 else list(arms)[::-1]):
-            measured[name].append(arms[name]())
-        _say(f"  round {r + 1}: " + ", ".join(f"{name} {values[-1]:.1f}" for name, values in measured.items()))
-    return measured
-
-
 # --- 2. framework overhead ------------------------------------------------------------------
-
-def _space_file(folder: str, figure: str, question: str, *, fixed: dict, params: dict, budget: dict,
-                scheduler: str, **sections) -> str:
-    """Write the search space one figure runs (a real space file, loaded as users' are)."""
-    import yaml
-
-    doc = {"metric": "val_top1", "mode": "max", "fixed": {**fixed, "device": "cpu"}, "params": params, **sections,
-           "budget": {"cpus_per_trial": 1, "gpus_per_trial": 0, **budget}, "scheduler": scheduler, "seed": 0}
-    path = os.path.join(folder, f"bench_{figure}.yaml")
-    with open(path, "w") as fh:
-        fh.write(f"# Question: {question}\n# Run: python -m search.bench --only {figure}\n")
-        yaml.safe_dump(doc, fh, sort_keys=False)
-    return path
-
 
 def bench_overhead(quick: bool) -> list[Figure]:
     from search.runner import SearchOptions, run_search
@@ -414,149 +339,6 @@ def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
 # --- 3. search efficiency ------------------------------------------------------------------
 
 
-def epochs_to_find(results: list[tuple[str, int, float]], max_epochs: int, target: float) -> tuple[int, bool]:
-    """Trial-epochs spent when the first trial that finished all ``max_epochs`` with val_top1 >=
-    ``target`` reported it. ``results`` = (trial, epoch, val_top1) in the order the driver got
-    them, so every epoch any trial trained before that moment counts, stopped trials included.
-    Not found: (all epochs spent, False) -- a lower bound on the true cost."""
-    for spent, (_trial, epoch, value) in enumerate(results, 1):
-        if epoch >= max_epochs and value >= target:
-            return spent, True
-    return len(results), False
-
-
-def best_final(results: list[tuple[str, int, float]], max_epochs: int) -> float:
-    return max((v for _t, e, v in results if e >= max_epochs), default=float("nan"))
-
-
-def _run_tune(space, method: str, seed: int, storage: str) -> list[tuple[str, int, float]]:
-    """One real Ray Tune search; returns every result as (trial, epoch, val_top1) in arrival order."""
-    import optuna
-    from ray import tune
-    from ray.tune.schedulers import FIFOScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-    from ray.tune.search.optuna import OptunaSearch
-
-    from search.domains import param_space
-    from search.runner import _scheduler, _trainable
-
-    class ResultLog(tune.Callback):
-        def __init__(self):
-            self.results = []
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            self.results.append((trial.trial_id, int(result["epoch"]), float(result["val_top1"])))
-
-    if method == "asha_tpe":
-        # search.runner._searcher's TPE, minus its baseline point: tricktune evaluates the
-        # recipe first, which would measure how good the default is, not the search.
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                             n_startup_trials=max(2, min(5, space.num_samples // 3)))
-        searcher, scheduler = OptunaSearch(sampler=sampler), _scheduler(space)
-    else:
-        # Tune ignores max_concurrent_trials for a variant generator; the 2 CPUs at 1 per
-        # trial still cap it at 2 at a time, as for ASHA.
-        searcher, scheduler = BasicVariantGenerator(random_state=seed), FIFOScheduler()
-    log = ResultLog()
-    tuner = tune.Tuner(
-        _trainable(space), param_space=param_space(space),
-        tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, search_alg=searcher, scheduler=scheduler,
-                                    num_samples=space.num_samples, max_concurrent_trials=space.max_concurrent,
-                                    # Saves a worker start-up per trial; trial-epochs, the measure, are unchanged.
-                                    reuse_actors=True),
-        run_config=tune.RunConfig(name=f"{method}-{seed}", storage_path=storage, callbacks=[log], verbose=0))
-    tuner.fit()
-    return log.results
-
-
-def bench_search(quick: bool) -> list[Figure]:
-    if quick:
-        fixed = {"train_subset": 128, "val_subset": 64, "batch_size": 32, "image_size": 12}
-        samples, max_epochs, grace, seeds = 2, 2, 1, [0]
-    else:
-        # Sized to take ~6 min of an idle 2-core machine. 12-px images cost a fifth of
-        # 28-px ones and still reach ~72 % here; 1,024 images at batch 64 are 16 steps per
-        # epoch. Grace 2: measured on these curves, epoch 1's val_top1 (10-26 %, SGD at a
-        # high LR) did not separate good configs from bad ones and ASHA at grace 1 stopped
-        # good ones; epoch 2 did. Rungs at 2, 6 and 18 epochs. 1,000 validation images put
-        # val_top1 on a 0.1-point grid, finer than the 0.5-point target.
-        fixed = {"train_subset": 1024, "val_subset": 1000, "batch_size": 64, "image_size": 12}
-        samples, max_epochs, grace, seeds = 9, 18, 2, [0, 1, 2]
-    tmp = tempfile.mkdtemp(prefix="tricktune-bench-")
-    # A first search over an LR whose order of magnitude is unknown, the situation early
-    # stopping is for: three decades of lr (SGD + cosine) and weight decay. On a narrow space
-    # where every config lands within noise of the others (spaces/lr.yaml, a decade each way
-    # of the recipe) there is little to stop early: an earlier version of this figure
-    # measured 0.98x there (9 trials x 4 epochs at 16 px, ASHA grace 1).
-    space = load_space(_space_file(
-        tmp, "search", "how many trial-epochs does ASHA + TPE save over random search (bench figure 3)?",
-        fixed=fixed, params={"lr": {"type": "loguniform", "low": 0.001, "high": 3.0},
-                             "weight_decay": {"type": "loguniform", "low": 1.0e-6, "high": 1.0e-2}},
-        budget={"num_samples": samples, "max_epochs": max_epochs, "grace_period": grace, "reduction_factor": 3,
-                "max_concurrent": 2}, scheduler="asha"))
-    tolerance = 0.5
-    _say(f"[3 search] lr 1e-3..3 x weight_decay 1e-6..1e-2, {fixed['train_subset']} images at "
-         f"{fixed['image_size']} px, "
-         f"{samples} trials x {max_epochs} epochs, 2 at a time x 1 thread; ASHA (grace {grace}, factor 3) + TPE vs "
-         f"random search run to the end, both real Ray Tune searches; seeds {seeds}")
-    per_seed, lines, first_vs_final, whole = [], [], [], []
-    _start_ray()
-    try:
-        for seed in seeds:
-            asha = _run_tune(space, "asha_tpe", seed, tmp)
-            rand = _run_tune(space, "random", seed, tmp)
-            best = max(best_final(asha, max_epochs), best_final(rand, max_epochs))
-            a_cost, a_found = epochs_to_find(asha, max_epochs, best - tolerance)
-            r_cost, r_found = epochs_to_find(rand, max_epochs, best - tolerance)
-            per_seed.append((a_cost, a_found, r_cost, r_found))
-            whole.append((len(asha), best_final(asha, max_epochs), len(rand), best_final(rand, max_epochs)))
-            first_vs_final += _first_and_final(rand, max_epochs)
-            finished = sum(e >= max_epochs for _t, e, _v in asha)
-            # A method that never got there spent at least everything it ran: its count is a lower bound.
-            bound = "" if a_found == r_found else "<=" if not a_found else ">="
-            line = (f"seed {seed}: best final val_top1 {best:.1f}; trial-epochs until a trial finished within "
-                    f"{tolerance} of it: ASHA+TPE {'' if a_found else 'never, >='}{a_cost} (spent {len(asha)}, "
-                    f"{finished} of {samples} trials finished), random {'' if r_found else 'never, >='}{r_cost} "
-                    f"(spent {len(rand)}): {bound}{r_cost / a_cost:.2f}x fewer")
-            lines.append(line)
-            _say("  " + line)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    asha_mean = statistics.mean(p[0] for p in per_seed)
-    random_mean = statistics.mean(p[2] for p in per_seed)
-    ratio = random_mean / asha_mean
-    # Where ASHA+TPE never got there its count is a lower bound, so the ratio is an upper bound.
-    bound = "<=" if not all(p[1] for p in per_seed) else ""
-    rho = _spearman(*zip(*first_vs_final)) if len(first_vs_final) > 2 else float("nan")
-    lines += [f"mean over {len(seeds)} seeds: ASHA+TPE {asha_mean:.1f} vs random {random_mean:.1f} trial-epochs: "
-              f"{bound}{ratio:.2f}x fewer",
-              f"how well epoch {space.grace_period} (ASHA's first cut) predicts the final ranking, over random "
-              f"search's {len(first_vs_final)} full trials: Spearman {rho:.2f}",
-              # Not the figure, but what a user pays for the whole search and what it ends with.
-              f"whole searches of {samples} trials (info): ASHA+TPE spent {statistics.mean(w[0] for w in whole):.0f} "
-              f"trial-epochs, random {statistics.mean(w[2] for w in whole):.0f} "
-              f"({statistics.mean(w[2] for w in whole) / statistics.mean(w[0] for w in whole):.2f}x fewer); best final "
-              f"val_top1 {statistics.mean(w[1] for w in whole):.1f} vs {statistics.mean(w[3] for w in whole):.1f} "
-              "(means over seeds)"]
-    for line in lines[-3:]:
-        _say("  " + line)
-    return [Figure("3. ASHA+TPE vs random, trial-epochs to a near-best config", f"{bound}{ratio:.2f}x fewer",
-                   ">= 3x fewer", ratio >= 3.0 and not bound, lines)]
-
-
-def _first_and_final(results: list[tuple[str, int, float]], max_epochs: int) -> list[tuple[float, float]]:
-    """(epoch-1 val_top1, final val_top1) of every trial that finished."""
-    first = {t: v for t, e, v in results if e == 1}
-    return [(first[t], v) for t, e, v in results if e >= max_epochs and t in first]
-
-
-def _spearman(xs, ys) -> float:
-    """Rank correlation (scipy; ties get their average rank: many bad trials sit at exactly 10.0 %)."""
-    from scipy import stats
-
-    return float(stats.spearmanr(xs, ys).statistic)
-
-
 # --- 4. trial packing ----------------------------------------------------------------------
 
 
@@ -699,7 +481,8 @@ def bench_gpu(quick: bool) -> list[Figure]:
 
 # Ray-free figures first: Ray's background processes would add noise to their timings.
 BENCHES: dict[str, Callable[[bool], list[Figure]]] = {
-    "loop": bench_loop, "packing": bench_packing, "gpu": bench_gpu, "overhead": bench_overhead, "search": bench_search}
+    "loop": bench_loop, "packing": bench_packing, "gpu": bench_gpu, "overhead": bench_overhead, "search": bench_search,
+    "fidelity": bench_fidelity}
 
 
 def table(figures: list[Figure]) -> str:

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from search import bench
+from search import bench, bench_rungs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,11 +15,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_epochs_to_find_counts_every_reported_epoch_until_a_finished_near_best_trial():
     results = [("a", 1, 50.0), ("b", 1, 60.0), ("a", 2, 70.0),  # a finished, 1.0 below the best
                ("b", 2, 71.0)]  # b finished: the best
-    assert bench.best_final(results, max_epochs=2) == 71.0
-    assert bench.epochs_to_find(results, max_epochs=2, target=70.5) == (4, True)
-    assert bench.epochs_to_find(results, max_epochs=2, target=69.5) == (3, True)
+    assert bench_rungs.best_final(results, max_epochs=2) == 71.0
+    assert bench_rungs.epochs_to_find(results, max_epochs=2, target=70.5) == (4, True)
+    assert bench_rungs.epochs_to_find(results, max_epochs=2, target=69.5) == (3, True)
     # An unfinished trial never counts, however good its early epoch.
-    assert bench.epochs_to_find([("c", 1, 99.0)], max_epochs=2, target=50.0) == (1, False)
+    assert bench_rungs.epochs_to_find([("c", 1, 99.0)], max_epochs=2, target=50.0) == (1, False)
 
 
 def test_table_marks_each_figure():
@@ -82,9 +82,12 @@ def test_quick_packing_prints_the_three_arrangements(capsys):
 @pytest.mark.slow
 def test_quick_ray_figures_run_a_real_search():
     # A subprocess: the figures start and stop Ray, which must not leak into other tests.
-    run = subprocess.run([sys.executable, "-m", "search.bench", "--quick", "--only", "overhead", "--only", "search"],
+    run = subprocess.run([sys.executable, "-m", "search.bench", "--quick", "--only", "overhead", "--only", "search",
+                          "--only", "fidelity"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "whole trial (Ray time_total_s) / fit() twin wall" in run.stdout
     assert "trial-epochs until a trial finished within 0.5" in run.stdout
     assert "| 3. ASHA+TPE vs random, trial-epochs to a near-best config |" in run.stdout
+    assert "Spearman of each epoch's value with the final val_top1 ranking" in run.stdout
+    assert "| 6. first rung (epoch " in run.stdout and "noise floor" in run.stdout

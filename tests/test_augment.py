@@ -31,7 +31,7 @@ def seeded():
 def normalize(x):
     mean = torch.tensor(MEAN).view(1, -1, 1, 1)
     std = torch.tensor(STD).view(1, -1, 1, 1)
-    return (x.float() / 255 - mean) / std
+    return (x.float() * (1 / 255) - mean) / std  # as v2.ToDtype(scale=True): times 1/255
 
 
 def augment(x, **cfg):

@@ -8,6 +8,8 @@ Tricks and the config key that turns each one on:
 * ``crop="random_resized"``: Inception-style crop (8-100 % of the area, aspect 3/4-4/3),
   resized back to the input size (``v2.RandomResizedCrop``).
 * ``hflip``: mirror left-right with probability 0.5.
+* ``rotation_degrees=d``: rotate by an angle ~ U(-d, d) degrees, bilinear, black corners
+  (``v2.RandomRotation``; batched in :mod:`trainable.tricks.batch_geometry`).
 * ``augment="autoaugment"``: Cubuk et al. 2019, "AutoAugment: Learning Augmentation
   Strategies from Data", https://arxiv.org/abs/1805.09501. The CIFAR-10 policy for
   inputs up to 64 px, the ImageNet policy above.
@@ -24,8 +26,8 @@ Tricks and the config key that turns each one on:
   of the area is set to 0 after normalization, i.e. to the data set's mean colour
   (timm's ``mode="const"``).
 
-Order, on both loader paths: crop, flip, policy, colour jitter, to float and normalize,
-erasing. :class:`BatchAugment` runs it on a uint8 batch that already sits on the
+Order, on both loader paths: crop, flip, rotation, policy, colour jitter, to float and
+normalize, erasing. :class:`BatchAugment` runs it on a uint8 batch that already sits on the
 training device (memory path); :func:`sample_transform` builds the same pipeline per
 sample for a DataLoader. All randomness comes from torch's global RNG, which the
 training loop seeds, so a run is reproducible from ``cfg.seed``.
@@ -39,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import v2
+
+from trainable.tricks.batch_geometry import random_resized_crop, random_rotation
 
 PAD = 4  # px of zero padding for crop="pad"; He et al.'s value for 32-px CIFAR images
 # Above this side the ImageNet AutoAugment policy fits better than the CIFAR one: the
@@ -103,9 +107,9 @@ def _per_image(transform: v2.Transform, x: Tensor) -> Tensor:
 class BatchAugment:
     """Memory path: uint8 batch [B,C,H,W] on any device -> float32 normalized (augmented) batch.
 
-    With every trick off (or ``train=False``) this is exactly ``(x / 255 - mean) / std``.
-    Crop "pad" and hflip are vectorized over the batch; random_resized crop, the policy,
-    colour jitter and erasing loop over images (torchvision ops, one random draw each).
+    With every trick off (or ``train=False``) this is exactly ``(x * (1/255) - mean) / std``.
+    Crop "pad", random_resized crop, hflip and rotation are vectorized over the batch; the
+    policy, colour jitter and erasing loop over images (torchvision ops, one random draw each).
     """
 
     def __init__(self, cfg, mean: Sequence[float], std: Sequence[float], train: bool):
@@ -113,10 +117,10 @@ class BatchAugment:
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.crop = cfg.crop if train else "none"
         self.hflip = bool(cfg.hflip) and train
+        self.rotation_degrees = cfg.rotation_degrees if train else 0.0
         self.cfg = cfg
         self.train = train
         self._erasing = _random_erasing(cfg) if train else None
-        self._rrc: dict[tuple[int, int], v2.Transform] = {}
         self._per_image_uint8: dict[int, v2.Transform | None] = {}
 
     def _uint8_ops(self, image_size: int) -> v2.Transform | None:
@@ -133,17 +137,20 @@ class BatchAugment:
         if self.crop == "pad":
             x = pad_crop(x)
         elif self.crop == "random_resized":
-            rrc = self._rrc.setdefault((h, w), v2.RandomResizedCrop((h, w), antialias=True))
-            x = _per_image(rrc, x)
+            x = random_resized_crop(x)
         if self.hflip:
             x = random_hflip(x)
+        if self.rotation_degrees > 0:
+            x = random_rotation(x, self.rotation_degrees)
         if self.train:
             ops = self._uint8_ops(max(h, w))
             if ops is not None:
                 x = _per_image(ops, x)
         if self.mean.device != x.device:
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
-        x = (x.float() / 255 - self.mean) / self.std
+        # Multiply by 1/255 as v2.ToDtype(scale=True) does (not divide by 255: the last bit
+        # differs), so validation pixels equal the DataLoader path's exactly.
+        x = (x.float().mul_(1 / 255) - self.mean) / self.std
         if self._erasing is not None:
             x = _per_image(self._erasing, x)
         return x
@@ -168,6 +175,8 @@ def sample_transform(cfg, image_size: int, mean: Sequence[float], std: Sequence[
             steps.append(v2.RandomCrop(image_size, padding=PAD))
         if cfg.hflip:
             steps.append(v2.RandomHorizontalFlip())
+        if cfg.rotation_degrees > 0:
+            steps.append(v2.RandomRotation(cfg.rotation_degrees, interpolation=v2.InterpolationMode.BILINEAR))
         steps += [t for t in (policy(cfg, image_size), _color_jitter(cfg)) if t is not None]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if train and (erasing := _random_erasing(cfg)) is not None:

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import v2
 
-from trainable.tricks.batch_geometry import random_resized_crop, random_rotation
+from trainable.tricks.batch_geometry import random_crop_flip_rotate, to_uint8
 
 PAD = 4  # px of zero padding for crop="pad"; He et al.'s value for 32-px CIFAR images
 # Above this side the ImageNet AutoAugment policy fits better than the CIFAR one: the
@@ -136,21 +136,21 @@ class BatchAugment:
         h, w = x.shape[-2:]
         if self.crop == "pad":
             x = pad_crop(x)
-        elif self.crop == "random_resized":
-            x = random_resized_crop(x)
-        if self.hflip:
+        if self.crop == "random_resized" or self.rotation_degrees > 0:
+            # Crop, flip and rotation in one resampling pass; float out (trainable/tricks/batch_geometry.py).
+            x = random_crop_flip_rotate(x, self.crop == "random_resized", self.hflip, self.rotation_degrees)
+        elif self.hflip:
             x = random_hflip(x)
-        if self.rotation_degrees > 0:
-            x = random_rotation(x, self.rotation_degrees)
         if self.train:
             ops = self._uint8_ops(max(h, w))
             if ops is not None:
-                x = _per_image(ops, x)
+                x = _per_image(ops, to_uint8(x))
         if self.mean.device != x.device:
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
-        # Multiply by 1/255 as v2.ToDtype(scale=True) does (not divide by 255: the last bit
-        # differs), so validation pixels equal the DataLoader path's exactly.
-        x = (x.float().mul_(1 / 255) - self.mean) / self.std
+        # The ops of v2.ToDtype(scale=True) and v2.Normalize (times 1/255, minus, divided by),
+        # so validation pixels equal the DataLoader path's exactly; in place, as x is a new
+        # tensor here (x.float() copies uint8), saving two batch-sized allocations.
+        x = x.float().mul_(1 / 255).sub_(self.mean).div_(self.std)
         if self._erasing is not None:
             x = _per_image(self._erasing, x)
         return x

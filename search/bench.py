@@ -731,8 +731,8 @@ def bench_cache(quick: bool) -> list[Figure]:
         _say(f"[6 cache] CUB-shaped folder: {classes} classes x {train_per_class} train + 1 test JPEGs at "
              f"{CUB_SIZE[0]}x{CUB_SIZE[1]}; {cfg.image_size} px, batch {cfg.batch_size}; {rounds} rounds of one "
              f"pass over each split each way, images/s delivered to the loop; training pass with the CUB recipe's "
-             f"random-resized crop + flip + rotation {cfg.rotation_degrees:g}; {cfg.num_workers} DataLoader workers "
-             f"vs {cfg.num_workers} torch threads")
+             f"random-resized crop + flip + rotation {cfg.rotation_degrees:g}; the cache path on 1 torch thread (a "
+             f"trial's default) vs ImageFolder + DataLoader with tricktune's {cfg.num_workers} workers")
         t0, cpu0 = time.perf_counter(), time.process_time()
         cached = _cached_path(cfg)  # decodes every image once, into the cache
         build, build_cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -783,12 +783,12 @@ def _cached_path(cfg: TrainConfig) -> dict:
     epoch = [0]
 
     def train() -> float:
-        torch.set_num_threads(cfg.num_workers)  # as many cores as the DataLoader's workers use
+        torch.set_num_threads(1)  # as a trial runs it: threads = cpus_per_trial = 1 (search/trial.py)
         epoch[0] += 1
         return _images_per_second(data.train_batches(cfg.batch_size, torch.Generator().manual_seed(epoch[0]), "cpu"))
 
     def val() -> float:
-        torch.set_num_threads(cfg.num_workers)
+        torch.set_num_threads(1)
         return _images_per_second(data.val_batches(cfg.batch_size, "cpu"))
 
     return {"train": train, "val": val, "n": data.n_train + data.n_val}

@@ -711,10 +711,15 @@ def _cub_config(root: str, **overrides) -> TrainConfig:
                       "num_workers": 2, **overrides})
 
 
-def _images_per_second(batches) -> float:
+def _images_per_second(batches, cpu_per_image: list[float]) -> float:
+    """Images/s of one pass; appends the CPU seconds per image that this process and its
+    children (DataLoader workers) spent, which other jobs' load does not inflate."""
+    before = _background_cpu_seconds(set())
     t0 = time.perf_counter()
     seen = sum(len(y) for _x, y in batches)
-    return seen / (time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    cpu_per_image.append(_cpu_delta(before, _background_cpu_seconds(set())) / seen)
+    return seen / seconds
 
 
 def bench_cache(quick: bool) -> list[Figure]:
@@ -734,14 +739,18 @@ def bench_cache(quick: bool) -> list[Figure]:
              f"random-resized crop + flip + rotation {cfg.rotation_degrees:g}; the cache path on 1 torch thread (a "
              f"trial's default) vs ImageFolder + DataLoader with tricktune's {cfg.num_workers} workers")
         t0, cpu0 = time.perf_counter(), time.process_time()
-        cached = _cached_path(cfg)  # decodes every image once, into the cache
+        cpu: dict[str, list[float]] = {name: [] for name in ("cache train", "DataLoader train", "cache val",
+                                                               "DataLoader val")}
+        cached = _cached_path(cfg, cpu)  # decodes every image once, into the cache
         build, build_cpu = time.perf_counter() - t0, time.process_time() - cpu0
         n_all = cached["n"]
-        loaders = _imagefolder_loaders(cfg, root)
+        loaders = _imagefolder_loaders(cfg, root, cpu)
         arms = {"cache train": cached["train"], "DataLoader train": loaders["train"],
                 "cache val": cached["val"], "DataLoader val": loaders["val"]}
         for arm in arms.values():  # warm-up: worker start-up, page cache, allocator growth
             arm()
+        for values in cpu.values():
+            values.clear()  # the warm-up's
         measured = _rounds(arms, rounds)
         per_image = _decode_cpu_seconds(sorted(loaders["files"])[:20], cfg.image_size)
     finally:
@@ -762,6 +771,13 @@ def bench_cache(quick: bool) -> list[Figure]:
              f"{statistics.median(measured['cache val']):.0f} img/s vs "
              f"{statistics.median(measured['DataLoader val']):.0f} img/s: {val:.2f}x "
              f"({_spread(measured['cache val'], measured['DataLoader val'])})",
+             "CPU time per delivered image (this process + its DataLoader workers, from /proc; medians): training "
+             f"{statistics.median(cpu['cache train']) * 1000:.1f} ms vs "
+             f"{statistics.median(cpu['DataLoader train']) * 1000:.1f} ms "
+             f"({_paired_ratio(cpu['DataLoader train'], cpu['cache train']):.2f}x less), validation "
+             f"{statistics.median(cpu['cache val']) * 1000:.2f} ms vs "
+             f"{statistics.median(cpu['DataLoader val']) * 1000:.1f} ms "
+             f"({_paired_ratio(cpu['DataLoader val'], cpu['cache val']):.1f}x less)",
              f"decode cost of one search of {SEARCH_TRIALS} trials x {SEARCH_EPOCHS} epochs over these {n_all} "
              f"images: DataLoader path {decodes:,} decodes = {decodes * per_image / 60:.0f} CPU-min at the measured "
              f"{per_image * 1000:.1f} ms CPU per image (decode + resize to {cfg.image_size} px); cache {n_all} "
@@ -775,7 +791,7 @@ def bench_cache(quick: bool) -> list[Figure]:
             Figure("6b. folder cache vs ImageFolder + DataLoader, validation images/s", f"{val:.2f}x", "info", None)]
 
 
-def _cached_path(cfg: TrainConfig) -> dict:
+def _cached_path(cfg: TrainConfig, cpu: dict[str, list[float]]) -> dict:
     """tricktune's memory path over the folder cache: one pass over each split per call."""
     from trainable.data import load_data
 
@@ -785,16 +801,17 @@ def _cached_path(cfg: TrainConfig) -> dict:
     def train() -> float:
         torch.set_num_threads(1)  # as a trial runs it: threads = cpus_per_trial = 1 (search/trial.py)
         epoch[0] += 1
-        return _images_per_second(data.train_batches(cfg.batch_size, torch.Generator().manual_seed(epoch[0]), "cpu"))
+        return _images_per_second(data.train_batches(cfg.batch_size, torch.Generator().manual_seed(epoch[0]), "cpu"),
+                                  cpu["cache train"])
 
     def val() -> float:
         torch.set_num_threads(1)
-        return _images_per_second(data.val_batches(cfg.batch_size, "cpu"))
+        return _images_per_second(data.val_batches(cfg.batch_size, "cpu"), cpu["cache val"])
 
     return {"train": train, "val": val, "n": data.n_train + data.n_val}
 
 
-def _imagefolder_loaders(cfg: TrainConfig, root: str) -> dict:
+def _imagefolder_loaders(cfg: TrainConfig, root: str, cpu: dict[str, list[float]]) -> dict:
     """torchvision ImageFolder + DataLoader over the same files, with tricktune's DataLoader-path
     transforms; persistent workers and a warm-up epoch: the baseline at its best."""
     from torchvision import datasets
@@ -813,13 +830,13 @@ def _imagefolder_loaders(cfg: TrainConfig, root: str) -> dict:
         loaders[split] = DataLoader(folder, batch_size=cfg.batch_size, shuffle=train, num_workers=cfg.num_workers,
                                     persistent_workers=cfg.num_workers > 0)
 
-    def run(loader):
+    def run(split):
         def arm() -> float:
             torch.set_num_threads(1)  # the main process only collects batches; the workers decode
-            return _images_per_second(loader)
+            return _images_per_second(loaders[split], cpu[f"DataLoader {split}"])
         return arm
 
-    return {"train": run(loaders["train"]), "val": run(loaders["val"]), "files": files}
+    return {"train": run("train"), "val": run("val"), "files": files}
 
 
 def _decode_cpu_seconds(files: list[str], size: int) -> float:

@@ -772,12 +772,8 @@ def bench_cache(quick: bool) -> list[Figure]:
              f"{statistics.median(measured['DataLoader val']):.0f} img/s: {val:.2f}x "
              f"({_spread(measured['cache val'], measured['DataLoader val'])})",
              "CPU time per delivered image (this process + its DataLoader workers, from /proc; medians): training "
-             f"{statistics.median(cpu['cache train']) * 1000:.1f} ms vs "
-             f"{statistics.median(cpu['DataLoader train']) * 1000:.1f} ms "
-             f"({_paired_ratio(cpu['DataLoader train'], cpu['cache train']):.2f}x less), validation "
-             f"{statistics.median(cpu['cache val']) * 1000:.2f} ms vs "
-             f"{statistics.median(cpu['DataLoader val']) * 1000:.1f} ms "
-             f"({_paired_ratio(cpu['DataLoader val'], cpu['cache val']):.1f}x less)",
+             f"{_cpu_comparison(cpu['cache train'], cpu['DataLoader train'])}, validation "
+             f"{_cpu_comparison(cpu['cache val'], cpu['DataLoader val'])}",
              f"decode cost of one search of {SEARCH_TRIALS} trials x {SEARCH_EPOCHS} epochs over these {n_all} "
              f"images: DataLoader path {decodes:,} decodes = {decodes * per_image / 60:.0f} CPU-min at the measured "
              f"{per_image * 1000:.1f} ms CPU per image (decode + resize to {cfg.image_size} px); cache {n_all} "
@@ -789,6 +785,12 @@ def bench_cache(quick: bool) -> list[Figure]:
     return [Figure("6. folder cache vs ImageFolder + DataLoader, training images/s", f"{train:.2f}x", ">= 5x",
                    train >= 5.0, lines),
             Figure("6b. folder cache vs ImageFolder + DataLoader, validation images/s", f"{val:.2f}x", "info", None)]
+
+
+def _cpu_comparison(cache: list[float], loader: list[float]) -> str:
+    text = f"{statistics.median(cache) * 1000:.2f} ms vs {statistics.median(loader) * 1000:.2f} ms"
+    # /proc counts CPU time in 10-ms ticks: a --quick pass of 20 images can read 0.
+    return text + (f" ({_paired_ratio(loader, cache):.2f}x less)" if min(cache) > 0 else " (too short to divide)")
 
 
 def _cached_path(cfg: TrainConfig, cpu: dict[str, list[float]]) -> dict:

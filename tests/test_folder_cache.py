@@ -216,3 +216,11 @@ def test_auto_uses_the_dataloader_when_the_cache_would_not_fit(tmp_path, cache_d
     assert data.loader == "dataloader" and builds(cache_dir) == []
     monkeypatch.setattr(data_module, "AUTO_MEMORY_LIMIT_BYTES", 18 * 3 * 36 * 36)
     assert load_data(config(root), "cpu").loader == "memory"
+
+
+def test_an_unwritable_cache_folder_is_named_with_the_fix(tmp_path, monkeypatch):
+    root = write_imagefolder(tmp_path / "data", n_train=1, n_val=1)
+    (tmp_path / "file").write_text("a file where the cache folder should be\n")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "file" / "cache"))
+    with pytest.raises(DataError, match=r"folder cache: cannot create .*; set TRICKTUNE_FOLDER_CACHE to a writable"):
+        load_data(config(root), "cpu")

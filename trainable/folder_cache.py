@@ -121,9 +121,16 @@ class FolderCache:
             except _DECODE_ERRORS as err:
                 raise DataError(f"{file}: not an image Pillow can read ({_one_line(err)}); replace the file or "
                                 "remove it from the data set") from err
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._make_dir()
         _write_atomically(path, lambda tmp: np.save(tmp, sizes))
         return sizes
+
+    def _make_dir(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DataError(f"folder cache: cannot create {self.dir} ({_one_line(err)}); set {CACHE_ENV} to a "
+                            "writable folder on a local disk, or loader=dataloader") from err
 
     def default_size(self) -> int:
         """image_size for ``image_size=0``: the median short side, capped at 224; says what it chose."""
@@ -151,7 +158,7 @@ class FolderCache:
         return torch.from_numpy(np.load(path, mmap_mode="c"))
 
     def _build(self, size: int, path: Path) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._make_dir()
         free = shutil.disk_usage(self.dir).free
         if self.nbytes(size) > free:
             raise DataError(f"folder cache: {len(self)} images at {size} px need {self.nbytes(size) / 1e9:.1f} GB "

@@ -224,3 +224,4 @@ def test_an_unwritable_cache_folder_is_named_with_the_fix(tmp_path, monkeypatch)
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "file" / "cache"))
     with pytest.raises(DataError, match=r"folder cache: cannot create .*; set TRICKTUNE_FOLDER_CACHE to a writable"):
         load_data(config(root), "cpu")
+    assert load_data(config(root, loader="dataloader"), "cpu").n_train == 3  # the fix the message offers works

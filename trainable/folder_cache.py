@@ -121,8 +121,11 @@ class FolderCache:
             except _DECODE_ERRORS as err:
                 raise DataError(f"{file}: not an image Pillow can read ({_one_line(err)}); replace the file or "
                                 "remove it from the data set") from err
-        self._make_dir()
-        _write_atomically(path, lambda tmp: np.save(tmp, sizes))
+        try:  # kept so the next trial skips the headers; optional (the DataLoader path needs no cache folder)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            _write_atomically(path, lambda tmp: np.save(tmp, sizes))
+        except OSError:
+            pass
         return sizes
 
     def _make_dir(self) -> None:

@@ -86,7 +86,7 @@ def test_quick_cache_figure_compares_both_paths_on_a_cub_shaped_folder(capsys):
     assert "folder cache: decoded 30 images to 224 px" in out  # once, into the bench's own cache
     assert "training pass: cache" in out and "vs ImageFolder + DataLoader" in out
     assert "validation pass (resize + centre crop" in out and "decode cost of one search of 50 trials" in out
-    assert "| 6. folder cache vs ImageFolder + DataLoader, training images/s |" in out
+    assert "| 7. folder cache vs ImageFolder + DataLoader, training images/s |" in out
 
 
 def test_bench_gpu_without_a_gpu_runs_tiny_and_says_nothing_was_measured(capsys):

@@ -2,7 +2,8 @@
 
 1. ResNet-50 at 224 px, bf16, channels_last: training images/s on synthetic batches of
    256 (anchor: NVIDIA's 2,470 img/s on one A100; goal >= 3,000 on an H100/H200).
-2. The cub200_resnet50 recipe on a CUB-shaped folder this script writes (200 classes x
+2. The cub200_resnet50 recipe (spaces/recipes/cub200_resnet50.yaml's ``fixed:``, plus
+   rotation_degrees 5) on a CUB-shaped folder this script writes (200 classes x
    29 train + 28 test JPEGs at 500x375: CUB-200-2011's 5,994 + 5,794 spread evenly,
    rounded down): seconds per epoch of 5,800 training images, through fit()
    and the folder cache, pretrained from a local weights file written here (nothing is
@@ -32,17 +33,20 @@ import time
 import torch
 
 from search.bench import A100_RESNET50_IMAGES_PER_SECOND, Figure, table, train_images_per_second
+from spaces import PROJECT_ROOT
 from trainable.config import TrainConfig, from_dict
 
 RESNET50_GOAL = 3000  # img/s on an H100/H200 (issue 13)
 STUDY_EPOCH_SECONDS = 78  # the CUB-200 ResNet-50 studies' epoch on an A100 (~8,500 images, PIL decoding)
 EPOCH_GOAL_SECONDS = 5
 CUB_TRAIN, CUB_TEST = 5994, 5794  # CUB-200-2011's split
-# The cub200_resnet50 recipe (issue 13: the pretrained ResNet-50 CUB-200 fine-tuning studies).
-# TODO: read spaces/recipes/cub200_resnet50.yaml once it is on main (it was not when this was written).
-CUB_RECIPE = {"dataset": "cub200", "model": "resnet50", "image_size": 224, "batch_size": 64, "optimizer": "adamw",
-              "lr": 1e-3, "weight_decay": 1e-4, "schedule": "onecycle", "amp": "bf16", "channels_last": True,
-              "crop": "random_resized", "hflip": True, "rotation_degrees": 5}
+RECIPE_FILE = PROJECT_ROOT / "spaces" / "recipes" / "cub200_resnet50.yaml"
+# The recipe's `fixed:` as main has it (commit 40b0358), for a tree without the file; less
+# stage_lr_divisors, a key this tree lacks.
+FALLBACK_RECIPE = {"dataset": "cub200", "image_size": 224, "model": "resnet50", "optimizer": "adamw",
+                   "weight_decay": 0.0, "lr": 2.0e-3, "schedule": "onecycle", "batch_size": 64, "hflip": True,
+                   "crop": "random_resized", "amp": "bf16", "channels_last": True}
+STUDY_ROTATION_DEGREES = 5  # the studies' +-5 degrees; the recipe file predates the rotation_degrees key
 
 
 def _say(line: str) -> None:
@@ -73,13 +77,27 @@ def write_weights(path: str) -> str:
     return path
 
 
+def cub_recipe() -> dict:
+    """The cub200_resnet50 recipe's fixed training keys (spaces/recipes/cub200_resnet50.yaml)."""
+    import yaml
+
+    if RECIPE_FILE.is_file():
+        with open(RECIPE_FILE) as fh:
+            fixed = dict(yaml.safe_load(fh)["fixed"])
+    else:
+        fixed = dict(FALLBACK_RECIPE)
+    fixed.setdefault("rotation_degrees", STUDY_ROTATION_DEGREES)
+    return fixed
+
+
 def recipe_config(root: str, weights: str, tiny: bool, device: str) -> TrainConfig:
     # Tiny (the CPU check): 32 px, fp32, the ImageNet stem so the ResNet-50 weights still fit
     # (auto picks the small stem at 32 px); bf16 convolutions crawl on a CPU without bf16 units.
     # One thread: two OpenMP threads on a loaded 2-core machine spin against each other
     # (one ResNet-50 step at 32 px took 10 s on 2 threads, 0.45 s on 1, here).
     sizes = {"image_size": 32, "batch_size": 4, "amp": "off", "stem": "imagenet", "threads": 1} if tiny else {}
-    return from_dict({**CUB_RECIPE, **sizes, "data_dir": root, "pretrained": weights, "epochs": 1 if tiny else 2,
+    # The recipe's pretrained=IMAGENET1K_V1 would download; a local file stands in for it.
+    return from_dict({**cub_recipe(), **sizes, "data_dir": root, "pretrained": weights, "epochs": 1 if tiny else 2,
                       "device": device, "num_workers": min(8, os.cpu_count() or 1)})
 
 

@@ -102,6 +102,17 @@ def test_bench_gpu_without_a_gpu_runs_tiny_and_says_nothing_was_measured(capsys)
     assert "| 2. cub200_resnet50 recipe, seconds per epoch | skipped: no GPU |" in out
 
 
+def test_bench_gpu_reads_the_recipe_file_when_there_is_one(tmp_path, monkeypatch):
+    from search import bench_gpu
+
+    recipe = tmp_path / "cub200_resnet50.yaml"
+    recipe.write_text("fixed:\n  dataset: cub200\n  model: resnet50\n  lr: 3.0e-3\nbudget:\n  max_epochs: 10\n")
+    monkeypatch.setattr(bench_gpu, "RECIPE_FILE", recipe)
+    assert bench_gpu.cub_recipe() == {"dataset": "cub200", "model": "resnet50", "lr": 3.0e-3, "rotation_degrees": 5}
+    monkeypatch.setattr(bench_gpu, "RECIPE_FILE", tmp_path / "absent.yaml")
+    assert bench_gpu.cub_recipe()["lr"] == 2.0e-3  # main's recipe, written out
+
+
 @pytest.mark.slow
 def test_bench_gpu_packing_runs_real_searches_with_fractional_resources():
     run = subprocess.run([sys.executable, "-m", "search.bench_gpu"], cwd=ROOT, capture_output=True, text=True,

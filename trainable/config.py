@@ -56,8 +56,9 @@ class TrainConfig:
     # Lets a smoke run or a quick search shrink the data without another data set.
     train_subset: int = 0
     val_subset: int = 0
-    # Side of the square network input in px; 0 = the data set's native size
-    # (28 Fashion-MNIST, 32 CIFAR, 224 CUB/ImageFolder).
+    # Side of the square network input in px; 0 = the data set's native size (28
+    # Fashion-MNIST, 32 CIFAR; CUB/ImageFolder: the images' median short side, at most 224,
+    # so a folder of 32-px images does not train at 224 px for 49x the compute).
     image_size: int = 0
     # memory: uint8 tensors on the training device, batched augmentation, no worker
     # processes (fastest for data that fits); dataloader: torch DataLoader with workers;

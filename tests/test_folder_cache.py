@@ -225,3 +225,34 @@ def test_an_unwritable_cache_folder_is_named_with_the_fix(tmp_path, monkeypatch)
     with pytest.raises(DataError, match=r"folder cache: cannot create .*; set TRICKTUNE_FOLDER_CACHE to a writable"):
         load_data(config(root), "cpu")
     assert load_data(config(root, loader="dataloader"), "cpu").n_train == 3  # the fix the message offers works
+
+
+@pytest.mark.slow
+def test_a_real_search_decodes_each_image_once(tmp_path, cache_dir):
+    # python -m search: preflight in the driver builds the cache; three Ray trials map it.
+    import yaml
+
+    root = write_imagefolder(tmp_path / "data")
+    space = tmp_path / "folder.yaml"
+    doc = {"metric": "val_top1", "mode": "max",
+           "fixed": {"dataset": "imagefolder", "data_dir": str(root), "train_subset": 0, "val_subset": 0,
+                     "batch_size": 4, "crop": "random_resized",
+                     "hflip": True, "rotation_degrees": 5},
+           "params": {"lr": {"type": "loguniform", "low": 0.01, "high": 0.3}},
+           "budget": {"num_samples": 3, "max_epochs": 1, "max_concurrent": 2, "cpus_per_trial": 1},
+           "scheduler": "none", "seed": 0}
+    space.write_text("# Question: does a search decode each image once?\n# Run: python -m search <this file>\n"
+                     + yaml.safe_dump(doc, sort_keys=False))
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    run = subprocess.run([sys.executable, "-m", "search", str(space), "--storage", str(tmp_path / "ray")], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    results = list((tmp_path / "ray").glob("*/*/result.json"))
+    assert len(results) == 3 and all(path.read_text().strip() for path in results)  # 3 trials trained
+    assert [(b["images"], b["size"]) for b in builds(cache_dir)] == [(18, 36)]  # one decode pass in all
+    # ... by the driver: a trial that decoded (into any folder) would print this line too, and
+    # Ray forwards the trials' output to the driver's.
+    output = run.stdout + run.stderr
+    assert output.count("folder cache: decoded 18 images") == 1
+    assert output.count("image_size=0: using 36 px") >= 2  # the trials' own lines did reach the driver

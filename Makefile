@@ -14,7 +14,7 @@ SEARCH_FLAGS = $(if $(RECIPE),--recipe $(RECIPE)) $(if $(DATA_DIR),--data-dir $(
 	$(if $(CONFIRM),--confirm-seeds $(CONFIRM)) $(if $(CONFIRM_TOP),--confirm-top $(CONFIRM_TOP)) $(if $(SMOKE),--smoke) $(if $(DASHBOARD),--dashboard) \
 	$(if $(SAMPLES),--samples $(SAMPLES)) $(foreach kv,$(SET),--set $(kv))
 
-.PHONY: help install search resume smoke lint test test-slow test-all bench report mlflow dashboard teacher data clean
+.PHONY: help install search resume smoke lint test test-slow test-all bench bench-gpu report mlflow dashboard teacher data clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ test-slow: $(STAMP) ## the slow end-to-end tests (real searches, interruptions, 
 
 bench: $(STAMP) ## benchmarks: prints ratios measured side by side in one run, with goals
 	$(PY) -m search.bench
+
+bench-gpu: $(STAMP) ## GPU figures (ResNet-50 img/s, CUB recipe s/epoch, trial packing, utilisation); <10 min on a GPU
+	$(PY) -m search.bench_gpu
 
 data: $(STAMP) ## rebuild the embedded Fashion-MNIST subset from the Debian package
 	$(PY) trainable/assets/make_fashion_mnist_subset.py

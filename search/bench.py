@@ -19,6 +19,9 @@ minutes later, 72 s). How each stays side by side:
 6. fidelity  the default space's first rung against the final ranking, Spearman over 8
              configurations x 2 seeds run to the end, with the noise floor
              (search/bench_rungs.py, search/fidelity.py); goal >= 0.7.
+7. cache     image folders decoded once into tricktune's cache vs torchvision ImageFolder +
+             DataLoader on a generated CUB-shaped folder, images/s delivered to the loop;
+             goal >= 5x (search/bench_cache.py). Rounds as in 1.
 
 Usage: ``python -m search.bench [--quick] [--only NAME]`` (``make bench``); it writes the
 table to ``reports/bench.md`` and prints the load average (other jobs slow every figure).
@@ -50,6 +53,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from search.bench_cache import bench_cache
 from search.bench_common import CORES, Figure
 from search.bench_common import paired_ratio as _paired_ratio
 from search.bench_common import rounds as _rounds
@@ -481,8 +485,8 @@ def bench_gpu(quick: bool) -> list[Figure]:
 
 # Ray-free figures first: Ray's background processes would add noise to their timings.
 BENCHES: dict[str, Callable[[bool], list[Figure]]] = {
-    "loop": bench_loop, "packing": bench_packing, "gpu": bench_gpu, "overhead": bench_overhead, "search": bench_search,
-    "fidelity": bench_fidelity}
+    "loop": bench_loop, "cache": bench_cache, "packing": bench_packing, "gpu": bench_gpu, "overhead": bench_overhead,
+    "search": bench_search, "fidelity": bench_fidelity}
 
 
 def table(figures: list[Figure]) -> str:

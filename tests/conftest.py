@@ -21,6 +21,16 @@ TINY = {
 }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def folder_cache_dir(tmp_path_factory):
+    """Image-folder caches (trainable/folder_cache.py) go to a temporary folder, never the
+    user's ~/.cache/tricktune/folders; set in the environment so subprocesses and Ray
+    workers started by tests use it too."""
+    path = tmp_path_factory.mktemp("folder-cache")
+    os.environ["TRICKTUNE_FOLDER_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture
 def tiny():
     """A flat config dict (the form a search space produces) for a seconds-long real run."""

@@ -79,6 +79,49 @@ def test_quick_packing_prints_the_three_arrangements(capsys):
     assert "2 trials x 1 thread / 1 trial x 2 threads" in out and "tricktune runs 2 trials x 1 thread" in out
 
 
+def test_quick_cache_figure_compares_both_paths_on_a_cub_shaped_folder(capsys):
+    # 10 classes x 3 real 500x375 JPEGs, decoded into a cold cache and by DataLoader workers.
+    assert bench.main(["--quick", "--only", "cache"]) == 0
+    out = capsys.readouterr().out
+    assert "folder cache: decoded 30 images to 224 px" in out  # once, into the bench's own cache
+    assert "training pass: cache" in out and "vs ImageFolder + DataLoader" in out
+    assert "validation pass (resize + centre crop" in out and "decode cost of one search of 50 trials" in out
+    assert "| 7. folder cache vs ImageFolder + DataLoader, training images/s |" in out
+
+
+def test_bench_gpu_without_a_gpu_runs_tiny_and_says_nothing_was_measured(capsys):
+    from search import bench_gpu
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: make bench-gpu measures it")
+    assert bench_gpu.main(["--no-search"]) == 0
+    out = capsys.readouterr().out
+    assert "NO CUDA DEVICE" in out and "no GPU figure is measured" in out
+    assert "ResNet-50, 32 px, batch 2, bf16, channels_last" in out  # the real training step ran, tiny
+    assert "cub200_resnet50 recipe (32 px, batch 4, adamw + onecycle" in out and "epoch 1 took" in out
+    assert "| 2. cub200_resnet50 recipe, seconds per epoch | skipped: no GPU |" in out
+
+
+def test_bench_gpu_reads_the_recipe_file_when_there_is_one(tmp_path, monkeypatch):
+    from search import bench_gpu
+
+    recipe = tmp_path / "cub200_resnet50.yaml"
+    recipe.write_text("fixed:\n  dataset: cub200\n  model: resnet50\n  lr: 3.0e-3\nbudget:\n  max_epochs: 10\n")
+    monkeypatch.setattr(bench_gpu, "RECIPE_FILE", recipe)
+    assert bench_gpu.cub_recipe() == {"dataset": "cub200", "model": "resnet50", "lr": 3.0e-3, "rotation_degrees": 5}
+    monkeypatch.setattr(bench_gpu, "RECIPE_FILE", tmp_path / "absent.yaml")
+    assert bench_gpu.cub_recipe()["lr"] == 2.0e-3  # main's recipe, written out
+
+
+@pytest.mark.slow
+def test_bench_gpu_packing_runs_real_searches_with_fractional_resources():
+    run = subprocess.run([sys.executable, "-m", "search.bench_gpu"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "real Ray Tune searches: 4 at once x" in run.stdout
+    assert "| 3. 4 trials x 0.25 GPU vs 1 x 1 GPU, trial-epochs/min |" in run.stdout
+
+
 @pytest.mark.slow
 def test_quick_ray_figures_run_a_real_search():
     # A subprocess: the figures start and stop Ray, which must not leak into other tests.

@@ -8,12 +8,15 @@ whose ``train_batches`` / ``val_batches`` the training loop iterates. Two paths:
   :class:`~trainable.tricks.augment.BatchAugment`. No DataLoader, no worker
   processes: for 28-32 px images the per-sample Python of a DataLoader costs more
   than the model on a small CPU.
+  Image folders (CUB, ImageFolder) come from :mod:`trainable.folder_cache`: decoded once
+  per machine into a shared memory-mapped file.
 * **dataloader**: a torch DataLoader with ``cfg.num_workers`` persistent workers and
   per-sample torchvision v2 transforms (:func:`~trainable.tricks.augment.sample_transform`),
-  for sets that do not fit in memory or need decoding (CUB, ImageFolder).
+  for sets that do not fit in memory (image folders are decoded per sample, every epoch).
 
-``loader="auto"`` picks memory for the array data sets (Fashion-MNIST, CIFAR) while the
-decoded train+val set stays under 2 GB, and the DataLoader for image folders.
+``loader="auto"`` picks memory while the decoded train+val set (for a folder: the
+whole cache) stays under 2 GB, else the DataLoader. A folder's ``image_size=0`` is its
+median short side, at most 224 px.
 
 Every data set is put in class-interleaved order (class 0, 1, ..., K-1, 0, 1, ...,
 stable within a class), so ``train_subset``/``val_subset`` keep a stratified prefix.
@@ -70,9 +73,9 @@ STATS = {"fashion_mnist_subset": FASHION_MNIST_STATS, "fashion_mnist": FASHION_M
          "cub200": IMAGENET_STATS, "imagefolder": IMAGENET_STATS}
 NATIVE_SIZE = {"fashion_mnist_subset": 28, "fashion_mnist": 28, "cifar10": 32, "cifar100": 32,
                "cub200": 224, "imagefolder": 224}
-ARRAY_DATASETS = ("fashion_mnist_subset", "fashion_mnist", "cifar10", "cifar100")
-# loader=auto keeps an array data set on the device up to this many bytes of uint8
-# pixels (train+val): CIFAR-10 at 32 px is 184 MB, at 224 px 9 GB.
+# loader=auto keeps a data set on the device up to this many bytes of uint8 pixels
+# (train+val): CIFAR-10 at 32 px is 184 MB, at 224 px 9 GB; CUB-200 (11,788 images) at
+# 224 px is 1.8 GB.
 AUTO_MEMORY_LIMIT_BYTES = 2 * 10**9
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -118,18 +121,31 @@ def load_data(cfg: TrainConfig, device: torch.device | str) -> Data:
     """
     device = torch.device(device)
     train, val, class_names = _READERS[cfg.dataset](cfg)
-    train = _prefix(train.interleaved(), cfg.train_subset, "train_subset", cfg.dataset)
-    val = _prefix(val.interleaved(), cfg.val_subset, "val_subset", cfg.dataset)
+    train, val = train.interleaved(), val.interleaved()
+    folder = None
+    if train.files is not None:  # stats and reads the header of every file (trainable/folder_cache.py)
+        from trainable.folder_cache import FolderCache  # imported here: it imports this module
+
+        folder = FolderCache(train.files + val.files, train.channels)
+    n_train_all = len(train)
+    train = _prefix(train, cfg.train_subset, "train_subset", cfg.dataset)
+    val = _prefix(val, cfg.val_subset, "val_subset", cfg.dataset)
     if len(train) < 2:
         raise DataError(f"{cfg.dataset}: {len(train)} training image(s); BatchNorm needs at least 2, "
                         "so raise train_subset or add images")
     if len(val) == 0:
         raise DataError(f"{cfg.dataset}: the validation split is empty; add validation images")
 
-    size = cfg.image_size or NATIVE_SIZE[cfg.dataset]
+    size = cfg.image_size or (folder.default_size() if folder else NATIVE_SIZE[cfg.dataset])
     mean, std = STATS[cfg.dataset]
-    loader = _resolve_loader(cfg, len(train) + len(val), len(mean), size)
-    if loader == "memory":
+    loader = _resolve_loader(cfg, len(folder) if folder else len(train) + len(val), len(mean), size)
+    if loader == "memory" and folder is not None:
+        # Rows of the shared cache: [0, n_train_all) the train split, then val, each in
+        # interleaved order, so a subset (a prefix) is a slice that shares the file's pages.
+        pixels = folder.pixels(size)
+        batches = _MemoryBatches(pixels[:len(train)], train.labels, pixels[n_train_all:n_train_all + len(val)],
+                                 val.labels, cfg, mean, std, device)
+    elif loader == "memory":
         batches = _MemoryBatches(train.decoded(size), train.labels, val.decoded(size), val.labels,
                                  cfg, mean, std, device)
     else:
@@ -144,8 +160,7 @@ def load_data(cfg: TrainConfig, device: torch.device | str) -> Data:
 def _resolve_loader(cfg: TrainConfig, n_images: int, channels: int, size: int) -> str:
     if cfg.loader != "auto":
         return cfg.loader
-    fits = n_images * channels * size * size <= AUTO_MEMORY_LIMIT_BYTES
-    return "memory" if cfg.dataset in ARRAY_DATASETS and fits else "dataloader"
+    return "memory" if n_images * channels * size * size <= AUTO_MEMORY_LIMIT_BYTES else "dataloader"
 
 
 # --- one split, as arrays or as files ------------------------------------------------

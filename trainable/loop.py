@@ -224,11 +224,12 @@ def preflight(cfg: TrainConfig) -> None:
 
     The search runs this in the driver before Ray starts, so a data path with no
     images, a corrupt teacher or pretrained weights that do not fit fail in seconds
-    with one line, instead of inside every trial.
+    with one line, instead of inside every trial. For an image folder on the memory
+    path it builds the shared decoded cache (trainable/folder_cache.py), naming any file
+    that does not decode, so the trials only map the cache.
     """
     device = torch.device("cpu")
-    data = load_data(dataclasses.replace(cfg, loader="dataloader", num_workers=0)
-                     if cfg.dataset in ("cub200", "imagefolder") else cfg, device)
+    data = load_data(dataclasses.replace(cfg, num_workers=0), device)
     build_model(cfg, data.num_classes, data.in_channels, data.image_size)
     if cfg.teacher_checkpoint:
         load_teacher(cfg.teacher_checkpoint, data.num_classes, data.in_channels, device)

@@ -8,6 +8,8 @@ Tricks and the config key that turns each one on:
 * ``crop="random_resized"``: Inception-style crop (8-100 % of the area, aspect 3/4-4/3),
   resized back to the input size (``v2.RandomResizedCrop``).
 * ``hflip``: mirror left-right with probability 0.5.
+* ``rotation_degrees=d``: rotate by an angle ~ U(-d, d) degrees, bilinear, black corners
+  (``v2.RandomRotation``; batched in :mod:`trainable.tricks.batch_geometry`).
 * ``augment="autoaugment"``: Cubuk et al. 2019, "AutoAugment: Learning Augmentation
   Strategies from Data", https://arxiv.org/abs/1805.09501. The CIFAR-10 policy for
   inputs up to 64 px, the ImageNet policy above.
@@ -24,8 +26,8 @@ Tricks and the config key that turns each one on:
   of the area is set to 0 after normalization, i.e. to the data set's mean colour
   (timm's ``mode="const"``).
 
-Order, on both loader paths: crop, flip, policy, colour jitter, to float and normalize,
-erasing. :class:`BatchAugment` runs it on a uint8 batch that already sits on the
+Order, on both loader paths: crop, flip, rotation, policy, colour jitter, to float and
+normalize, erasing. :class:`BatchAugment` runs it on a uint8 batch that already sits on the
 training device (memory path); :func:`sample_transform` builds the same pipeline per
 sample for a DataLoader. All randomness comes from torch's global RNG, which the
 training loop seeds, so a run is reproducible from ``cfg.seed``.
@@ -39,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms import v2
+
+from trainable.tricks.batch_geometry import random_crop_flip_rotate, to_uint8
 
 PAD = 4  # px of zero padding for crop="pad"; He et al.'s value for 32-px CIFAR images
 # Above this side the ImageNet AutoAugment policy fits better than the CIFAR one: the
@@ -101,9 +105,9 @@ def _per_image(transform: v2.Transform, x: Tensor) -> Tensor:
 class BatchAugment:
     """Memory path: uint8 batch [B,C,H,W] on any device -> float32 normalized (augmented) batch.
 
-    With every trick off (or ``train=False``) this is exactly ``(x / 255 - mean) / std``.
-    Crop "pad" and hflip are vectorized over the batch; random_resized crop, the policy,
-    colour jitter and erasing loop over images (torchvision ops, one random draw each).
+    With every trick off (or ``train=False``) this is exactly ``(x * (1/255) - mean) / std``.
+    Crop "pad", random_resized crop, hflip and rotation are vectorized over the batch; the
+    policy, colour jitter and erasing loop over images (torchvision ops, one random draw each).
     """
 
     def __init__(self, cfg, mean: Sequence[float], std: Sequence[float], train: bool):
@@ -111,10 +115,10 @@ class BatchAugment:
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.crop = cfg.crop if train else "none"
         self.hflip = bool(cfg.hflip) and train
+        self.rotation_degrees = cfg.rotation_degrees if train else 0.0
         self.cfg = cfg
         self.train = train
         self._erasing = _random_erasing(cfg) if train else None
-        self._rrc: dict[tuple[int, int], v2.Transform] = {}
         self._per_image_uint8: dict[int, v2.Transform | None] = {}
 
     def _uint8_ops(self, image_size: int) -> v2.Transform | None:
@@ -130,18 +134,21 @@ class BatchAugment:
         h, w = x.shape[-2:]
         if self.crop == "pad":
             x = pad_crop(x)
-        elif self.crop == "random_resized":
-            rrc = self._rrc.setdefault((h, w), v2.RandomResizedCrop((h, w), antialias=True))
-            x = _per_image(rrc, x)
-        if self.hflip:
+        if self.crop == "random_resized" or self.rotation_degrees > 0:
+            # Crop, flip and rotation in one resampling pass; float out (trainable/tricks/batch_geometry.py).
+            x = random_crop_flip_rotate(x, self.crop == "random_resized", self.hflip, self.rotation_degrees)
+        elif self.hflip:
             x = random_hflip(x)
         if self.train:
             ops = self._uint8_ops(max(h, w))
             if ops is not None:
-                x = _per_image(ops, x)
+                x = _per_image(ops, to_uint8(x))
         if self.mean.device != x.device:
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
-        x = (x.float() / 255 - self.mean) / self.std
+        # The ops of v2.ToDtype(scale=True) and v2.Normalize (times 1/255, minus, divided by),
+        # so validation pixels equal the DataLoader path's exactly; in place, as x is a new
+        # tensor here (x.float() copies uint8), saving two batch-sized allocations.
+        x = x.float().mul_(1 / 255).sub_(self.mean).div_(self.std)
         if self._erasing is not None:
             x = _per_image(self._erasing, x)
         return x
@@ -166,6 +173,8 @@ def sample_transform(cfg, image_size: int, mean: Sequence[float], std: Sequence[
             steps.append(v2.RandomCrop(image_size, padding=PAD))
         if cfg.hflip:
             steps.append(v2.RandomHorizontalFlip())
+        if cfg.rotation_degrees > 0:
+            steps.append(v2.RandomRotation(cfg.rotation_degrees, interpolation=v2.InterpolationMode.BILINEAR))
         steps += [t for t in (policy(cfg, image_size), _color_jitter(cfg)) if t is not None]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if train and (erasing := _random_erasing(cfg)) is not None:

@@ -186,11 +186,10 @@ class _Split:
         return self.select(interleave_by_class(self.labels))
 
     def decoded(self, size: int) -> Tensor:
-        """uint8 [N,C,size,size] on the CPU: short side resized to ``size`` (antialiased), centre crop."""
-        if self.images is not None:
-            # Chunks bound the peak memory of upsampling; resize is per image, so same pixels.
-            return torch.cat([_fit(chunk, size) for chunk in self.images.split(1024)])
-        return torch.stack([_fit(_read_image(path, self.channels), size) for path in self.files])
+        """uint8 [N,C,size,size] on the CPU: short side resized to ``size`` (antialiased), centre crop.
+        Array data sets only: image folders are decoded once into trainable/folder_cache.py."""
+        # Chunks bound the peak memory of upsampling; resize is per image, so same pixels.
+        return torch.cat([_fit(chunk, size) for chunk in self.images.split(1024)])
 
     def dataset(self, transform) -> Dataset:
         if self.images is not None:
@@ -202,11 +201,6 @@ def _fit(images: Tensor, size: int) -> Tensor:
     # The same two ops sample_transform uses for validation, so both paths see the same pixels.
     images = v2.functional.resize(images, [size], antialias=True)
     return v2.functional.center_crop(images, [size])
-
-
-def _read_image(path: str, channels: int) -> Tensor:
-    with Image.open(path) as image:
-        return v2.functional.pil_to_tensor(image.convert("L" if channels == 1 else "RGB"))
 
 
 def interleave_by_class(labels: Tensor) -> Tensor:

@@ -34,7 +34,7 @@ def bench_fidelity(quick: bool) -> list[Figure]:
     configs, seeds = (3, 2) if quick else (8, 2)
     say(f"[fidelity] {space.name} on {space.recipe}: {configs} configurations x {seeds} seeds, "
         f"{space.max_epochs} epochs each, never stopped (real Ray Tune trials); ASHA's first rung is epoch "
-        f"{space.grace_period}")
+        f"{space.grace_period}, ranking on {space.rung_metric or space.metric}")
     start_ray()
     tmp = tempfile.mkdtemp(prefix="tricktune-bench-")
     try:
@@ -46,8 +46,9 @@ def bench_fidelity(quick: bool) -> list[Figure]:
     lines = fidelity.report_lines(analysis, space.metric)
     for line in lines:
         say("  " + line)
-    rho = analysis["rows"][space.grace_period - 1][space.metric]
-    return [Figure(f"6. first rung (epoch {space.grace_period} of {space.max_epochs}) vs final ranking, "
+    rung = space.rung_metric or space.metric
+    rho = analysis["rows"][space.grace_period - 1][rung]
+    return [Figure(f"6. first rung ({rung} at epoch {space.grace_period} of {space.max_epochs}) vs final ranking, "
                    f"default space, Spearman", f"{rho:.2f} (noise floor {analysis['noise_std']:.2f} pts)",
                    f">= {fidelity.GOAL}", rho >= fidelity.GOAL, lines)]
 
@@ -92,7 +93,8 @@ def _run_tune(space, method: str, seed: int, storage: str) -> list[tuple[str, in
         # first, which would measure how good the default is, not the search.
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
                                              n_startup_trials=max(2, min(5, space.num_samples // 3)))
-        searcher, scheduler = OptunaSearch(sampler=sampler), tuners.scheduler(space)
+        searcher = OptunaSearch(sampler=sampler, metric=space.metric, mode=space.mode)
+        scheduler = tuners.scheduler(space)
     else:
         # Tune ignores max_concurrent_trials for a variant generator; the 2 CPUs at 1 per
         # trial still cap it at 2 at a time, as for ASHA.
@@ -100,7 +102,7 @@ def _run_tune(space, method: str, seed: int, storage: str) -> list[tuple[str, in
     log = ResultLog()
     tuner = tune.Tuner(
         tuners.trainable(space), param_space=param_space(space),
-        tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, search_alg=searcher, scheduler=scheduler,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,  # metric/mode: as search/tuners.py
                                     num_samples=space.num_samples, max_concurrent_trials=space.max_concurrent,
                                     # Saves a worker start-up per trial; trial-epochs, the measure, are unchanged.
                                     reuse_actors=True),
@@ -130,7 +132,8 @@ def _search_space(quick: bool, folder: str):
         fixed=fixed, params={"lr": {"type": "loguniform", "low": 0.001, "high": 3.0},
                              "weight_decay": {"type": "loguniform", "low": 1.0e-6, "high": 1.0e-2}},
         budget={"num_samples": samples, "max_epochs": max_epochs, "grace_period": grace,
-                "reduction_factor": default.reduction_factor, "max_concurrent": 2}, scheduler="asha"))
+                "reduction_factor": default.reduction_factor, "max_concurrent": 2,
+                "rung_metric": default.rung_metric}, scheduler="asha"))
     return space, seeds
 
 
@@ -163,7 +166,8 @@ def bench_search(quick: bool) -> list[Figure]:
     space, seeds = _search_space(quick, tmp)
     say(f"[3 search] lr 1e-3..3 x weight_decay 1e-6..1e-2, {space.fixed['train_subset']} images at "
         f"{space.fixed['image_size']} px, {space.num_samples} trials x {space.max_epochs} epochs, 2 at a time; "
-        f"ASHA (first rung {space.grace_period}, factor {space.reduction_factor}, precise_bn "
+        f"ASHA (first rung {space.grace_period} on {space.rung_metric or space.metric}, factor "
+        f"{space.reduction_factor}, precise_bn "
         f"{space.fixed['precise_bn']}) + TPE vs random search run to the end, real Ray Tune searches; seeds {seeds}")
     start_ray()
     try:

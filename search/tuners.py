@@ -16,6 +16,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from search.domains import baseline_key, is_baseline
 from search.ray_private import asha_time_attr_and_max_t, run_config_callbacks
 from spaces import Space
+from trainable.config import METRICS
 
 
 def init_ray(dashboard: bool) -> None:
@@ -56,16 +57,22 @@ def searcher(space: Space, base_point: dict):
     # models interactions between tricks (e.g. mixup_alpha x lr).
     sampler = optuna.samplers.TPESampler(seed=space.seed, multivariate=True, constant_liar=True,
                                          n_startup_trials=max(2, min(5, space.num_samples // 3)))
-    return OptunaSearch(sampler=sampler, points_to_evaluate=[base_point])
+    return OptunaSearch(sampler=sampler, points_to_evaluate=[base_point], metric=space.metric, mode=space.mode)
 
 
 def scheduler(space: Space):
+    """ASHA on the space's rung metric (the recipe's measured choice, e.g. val_loss), or none.
+
+    The searcher and the winner keep the space's own metric; only the early-stop decision
+    ranks on the rung metric, so metric/mode go to each of them, not to TuneConfig."""
     from ray.tune.schedulers import FIFOScheduler
 
     if space.scheduler == "none":
         return FIFOScheduler()
+    rung = space.rung_metric or space.metric
     return KeepBaselineASHA(baseline=baseline_key(space), time_attr="training_iteration", max_t=space.max_epochs,
-                            grace_period=space.grace_period, reduction_factor=space.reduction_factor)
+                            grace_period=space.grace_period, reduction_factor=space.reduction_factor,
+                            metric=rung, mode=METRICS[rung])
 
 
 class KeepBaselineASHA(ASHAScheduler):
@@ -122,7 +129,8 @@ def new_tuner(path: str, fn, param_space: dict, space: Space, search_alg, trial_
     return tune.Tuner(
         fn, param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=space.metric, mode=space.mode,  # the one place metric/mode are set
+            # No metric/mode here: the searcher ranks on the space's metric, ASHA on its rung
+            # metric (scheduler()), and Ray refuses one given both here and there.
             search_alg=search_alg, scheduler=trial_scheduler, num_samples=num_samples,
             max_concurrent_trials=space.max_concurrent),
         run_config=tune.RunConfig(

@@ -70,6 +70,7 @@ class Space:
     gpus_per_trial: float
     confirm_top: int
     confirm_seeds: int
+    rung_metric: str | None  # what ASHA ranks on at a rung; None = ``metric``
     scheduler: str
     seed: int
     searcher: str

@@ -39,7 +39,11 @@ BUDGET_DEFAULTS = {"num_samples": None, "max_epochs": None, "grace_period": 1, "
                    "max_concurrent": 2, "cpus_per_trial": 1, "gpus_per_trial": 0,
                    # The confirmation stage (search/confirm.py): the top 2 configurations and the
                    # baseline again for 3 paired seeds, the fewest that give a t-interval (2 df).
-                   "confirm_top": 2, "confirm_seeds": 3}
+                   "confirm_top": 2, "confirm_seeds": 3,
+                   # What ASHA ranks trials on at a rung (None: the space's metric). A recipe sets it
+                   # from `python -m search.fidelity`: e.g. val_loss, where it predicts the final
+                   # ranking better than an early val_top1.
+                   "rung_metric": None}
 # (minimum, what to do) for the integer budget keys.
 _BUDGET_INTS = {"num_samples": (1, "run at least one trial"),
                 "max_epochs": (1, "train for at least one epoch"),
@@ -204,7 +208,12 @@ def budget(merged: dict, file: str) -> dict:
     if gpus > 1 and not gpus.is_integer():
         raise SpaceError(file, "budget.gpus_per_trial", f"{gpus}: Ray shares a GPU only in fractions up to 1; "
                          "use a whole number above 1")
-    return {**out, "cpus_per_trial": cpus, "gpus_per_trial": gpus}
+    rung_metric = merged.get("rung_metric")
+    if rung_metric is not None and (rung_metric not in METRICS or METRICS[rung_metric] is None):
+        ranked = [m for m, mode in METRICS.items() if mode]
+        raise SpaceError(file, "budget.rung_metric", f"{rung_metric!r} cannot rank trials; use one of "
+                         f"{', '.join(ranked)}")
+    return {**out, "cpus_per_trial": cpus, "gpus_per_trial": gpus, "rung_metric": rung_metric}
 
 
 def scheduler_and_seed(file: str, raw: dict) -> tuple[str, int]:

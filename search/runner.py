@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 
 from search import confirm, records, tuners
@@ -67,6 +68,12 @@ def prepare_space(opts: SearchOptions) -> Space:
             budget["num_samples" if key == "samples" else key] = getattr(opts, key)
     if fixed.get("device", space.fixed.get("device")) == "cpu":
         budget["gpus_per_trial"] = 0  # a trial told to train on the CPU needs no GPU from Ray
+    cores = os.cpu_count() or 1
+    if not os.environ.get("RAY_ADDRESS") and space.cpus_per_trial > cores:
+        # More CPUs per trial than the machine has: Ray would keep every trial pending forever.
+        print(f"[tricktune] recipe {space.recipe} asks {space.cpus_per_trial:g} CPUs per trial; this machine has "
+              f"{cores}: using {cores}", file=sys.stderr)
+        budget["cpus_per_trial"] = cores
     if fixed or budget:
         space = space.override(fixed=fixed, **budget)
     return space

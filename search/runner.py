@@ -63,6 +63,9 @@ def prepare_space(opts: SearchOptions) -> Space:
         fixed = {**SMOKE_FIXED, **({"device": "cpu"} if space.gpus_per_trial and not _has_gpu() else {}), **fixed}
         budget = {k: min(v, getattr(space, k)) for k, v in SMOKE_BUDGET.items()}
         budget["grace_period"] = min(budget["grace_period"], budget["max_epochs"])
+        if space.baseline.get("warmup_epochs") and "warmup_epochs" not in space.params:
+            # The recipe's warmup, shrunk with the epochs (cifar100's 5 of 200 would outlast 2).
+            fixed.setdefault("warmup_epochs", space.baseline["warmup_epochs"] * budget["max_epochs"] / space.max_epochs)
     for key in ("samples", "confirm_top", "confirm_seeds"):
         if getattr(opts, key) is not None:
             budget["num_samples" if key == "samples" else key] = getattr(opts, key)

@@ -75,6 +75,8 @@ def test_cifar_recipes_train_on_a_32px_folder_of_their_class_count(tmp_path, rec
     folder = image_folder(tmp_path / "data", classes)
     params = smoke(tmp_path, recipe, folder, "dataset=imagefolder", "train_subset=20", "val_subset=20")
     assert params["model"] == recipe.rsplit("_", 1)[1] and params["image_size"] == "32"
+    if recipe == "cifar100_resnet50":  # its 5 warmup epochs of 200, shrunk with --smoke's 2 epochs
+        assert (params["warmup_epochs"], params["augment"]) == ("0.05", "autoaugment")
     assert params["batch_size"] == "64"  # smoke's; the recipe's own is in its file
 
 

@@ -263,9 +263,8 @@ def from_dict(values: typing.Mapping | None = None, **overrides) -> TrainConfig:
 
 def to_dict(cfg: TrainConfig) -> dict:
     """Flat dict with the same names as the space files and MLflow params."""
-    out = dataclasses.asdict(cfg)
-    out["step_milestones"] = list(cfg.step_milestones)
-    return out
+    # Tuples as lists: what a YAML space file writes, so a recorded config reads back the same.
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
 def parse_overrides(pairs: typing.Iterable[str]) -> dict:

@@ -33,7 +33,7 @@ def seeded():
 def normalize(x):
     mean = torch.tensor(MEAN).view(1, -1, 1, 1)
     std = torch.tensor(STD).view(1, -1, 1, 1)
-    return (x.float() * (1 / 255) - mean) / std  # as v2.ToDtype(scale=True): times 1/255
+    return (x.float() / 255 - mean) / std  # augment.to_unit_float, then v2.Normalize's ops
 
 
 def augment(x, **cfg):

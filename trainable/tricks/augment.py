@@ -102,10 +102,17 @@ def _per_image(transform: v2.Transform, x: Tensor) -> Tensor:
     return torch.stack([transform(img) for img in x])
 
 
+def to_unit_float(image: Tensor) -> Tensor:
+    """uint8 [0, 255] -> float32 [0, 1] as ``x / 255``: the one rule both loader paths use, so
+    their pixels agree to the bit (v2.ToDtype(scale=True) multiplies by 1/255 instead, which
+    differs in the last bit for some values)."""
+    return image.float() / 255
+
+
 class BatchAugment:
     """Memory path: uint8 batch [B,C,H,W] on any device -> float32 normalized (augmented) batch.
 
-    With every trick off (or ``train=False``) this is exactly ``(x * (1/255) - mean) / std``.
+    With every trick off (or ``train=False``) this is exactly ``(x / 255 - mean) / std``.
     Crop "pad", random_resized crop, hflip and rotation are vectorized over the batch; the
     policy, colour jitter and erasing loop over images (torchvision ops, one random draw each).
     """
@@ -145,10 +152,10 @@ class BatchAugment:
                 x = _per_image(ops, to_uint8(x))
         if self.mean.device != x.device:
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
-        # The ops of v2.ToDtype(scale=True) and v2.Normalize (times 1/255, minus, divided by),
-        # so validation pixels equal the DataLoader path's exactly; in place, as x is a new
-        # tensor here (x.float() copies uint8), saving two batch-sized allocations.
-        x = x.float().mul_(1 / 255).sub_(self.mean).div_(self.std)
+        # The ops of to_unit_float and v2.Normalize (divided by 255, minus, divided by), so
+        # validation pixels equal the DataLoader path's exactly; in place, as x is a new tensor
+        # here (x.float() copies uint8), saving two batch-sized allocations.
+        x = x.float().div_(255).sub_(self.mean).div_(self.std)
         if self._erasing is not None:
             x = _per_image(self._erasing, x)
         return x
@@ -176,7 +183,7 @@ def sample_transform(cfg, image_size: int, mean: Sequence[float], std: Sequence[
         if cfg.rotation_degrees > 0:
             steps.append(v2.RandomRotation(cfg.rotation_degrees, interpolation=v2.InterpolationMode.BILINEAR))
         steps += [t for t in (policy(cfg, image_size), _color_jitter(cfg)) if t is not None]
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    steps += [to_unit_float, v2.Normalize(list(mean), list(std))]
     if train and (erasing := _random_erasing(cfg)) is not None:
         steps.append(erasing)
     return v2.Compose(steps)

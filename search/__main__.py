@@ -1,7 +1,9 @@
-"""``python -m search SPACE [--set key=value ...] [--samples N] [--resume] [--smoke]``
+"""``python -m search SPACE [--set key=value ...] [--samples N] [--resume] [--smoke] [--verbose]``
 
 Runs a real Ray Tune search over a named space (spaces/<SPACE>.yaml): Optuna TPE
-proposes, ASHA stops bad trials early, MLflow records every trial.
+proposes, ASHA stops bad trials early, MLflow records every trial. What it prints is
+search/console.py's view (redrawn in a terminal, one line per event otherwise), then
+the summary below; --verbose adds Ray's own per-trial boxes and worker logs.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ def _print_summary(s: dict) -> None:
     else:
         print("no trial produced a result")
     print(f"MLflow       experiment {s['experiment']!r}, parent run {s['parent_run_id']} ({s['tracking_uri']})")
-    print("             look: make mlflow  ->  http://127.0.0.1:5000 ;  table and plots: "
-          f"make report SPACE={s['space']}")
+    print(f"             runs: {s['runs_url']}")
+    print(f"             (the UI: make mlflow) ;  table and plots: make report SPACE={s['space']}")
     print(f"Ray results  {s['results']}")
     if s.get("interrupted"):
         print(f"INTERRUPTED: finished trials are kept; continue with  {s['resume_command']}")
@@ -45,12 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, help="number of trials (overrides the space's num_samples)")
     parser.add_argument("--resume", action="store_true", help="continue the latest interrupted search of SPACE")
     parser.add_argument("--smoke", action="store_true", help="tiny data, 2 epochs, 3 trials: the whole path fast")
-    parser.add_argument("--dashboard", action="store_true", help="Ray dashboard on http://127.0.0.1:8265")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="Ray dashboard on http://127.0.0.1:8265 (the address and how to sign in are printed)")
     parser.add_argument("--storage", help="results folder or URI (default ./ray_results or $TRICKTUNE_STORAGE)")
     parser.add_argument("--max-failures", type=int, default=2, help="retries of a trial that raises (default 2)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also Ray's per-trial boxes and the workers' INFO logs (one line per event, no redraw)")
     args = parser.parse_args(argv)
 
+    from search.console import quiet_libraries
     from search.runner import SearchError, SearchOptions, run_search
+
+    if not args.verbose:
+        quiet_libraries()
 
     try:
         if args.samples is not None and args.samples < 1:
@@ -58,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs = [p for item in args.set for p in item.split()]
         opts = SearchOptions(space=args.space, overrides=parse_overrides(pairs), samples=args.samples,
                              smoke=args.smoke, resume=args.resume, storage=args.storage,
-                             dashboard=args.dashboard, max_failures=args.max_failures)
+                             dashboard=args.dashboard, max_failures=args.max_failures, verbose=2 if args.verbose else 1)
         # SIGTERM (a killed `make`, a scheduler's stop) ends the search like Ctrl-C does:
         # Ray stops the trials, saves the experiment state, and our runs are closed.
         signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))

@@ -26,7 +26,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from search.domains import baseline_key, baseline_point, is_baseline, param_space
 from search.ray_private import asha_time_attr_and_max_t, run_config_callbacks, trial_states
-from search.tracking import MlflowTracker, experiment_name
+from search.tracking import MlflowTracker, experiment_for_space, experiment_name, runs_url, save_runs_view
 from spaces import PROJECT_ROOT, Space, load_space
 
 STATE_FILE = "tricktune.json"
@@ -59,7 +59,7 @@ class SearchOptions:
     tracking_uri: str | None = None
     dashboard: bool = False
     max_failures: int = 2
-    verbose: int = 1
+    verbose: int = 1  # 0 nothing (make bench), 1 tricktune's console, 2 also Ray's boxes and worker INFO logs
 
 
 def prepare_space(opts: SearchOptions) -> Space:
@@ -178,27 +178,34 @@ def _trainable(space: Space):
     return tune.with_resources(fn, {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial})
 
 
-def init_ray(dashboard: bool) -> None:
+def init_ray(dashboard: bool, verbose: int = 1) -> str | None:
+    """Start (or join) Ray; returns the dashboard's address when one was started."""
     import ray
 
     if ray.is_initialized():
-        return
-    kwargs = dict(include_dashboard=dashboard, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+        return None
+    # Worker logs still reach this terminal (log_to_driver), so a trial's traceback or warning
+    # is seen; the job's log level keeps INFO lines ("Checkpoint successfully created at: ...",
+    # one per epoch per trial) in the workers' log files unless --verbose.
+    kwargs = dict(include_dashboard=dashboard, log_to_driver=True, configure_logging=True, logging_level="WARNING",
+                  logging_config=ray.LoggingConfig(log_level="INFO" if verbose >= 2 else "WARNING"))
     if dashboard:
         # 127.0.0.1 only: the dashboard and its job API run code for whoever can reach them.
-        kwargs.update(dashboard_host=os.environ.get("TRICKTUNE_DASHBOARD_HOST", "127.0.0.1"), dashboard_port=8265)
+        kwargs.update(dashboard_host=os.environ.get("TRICKTUNE_DASHBOARD_HOST", "127.0.0.1"),
+                      dashboard_port=int(os.environ.get("TRICKTUNE_DASHBOARD_PORT", "8265")))
     # ray.init replaces the caller's SIGTERM handler with its own sys.exit (and Ray's C++ core
     # logs and dies on SIGTERM): a SIGTERM then killed the search with no summary and runs left
     # open. Put back the handler the command line set (SIGTERM = Ctrl-C, a graceful stop).
     sigterm = signal.getsignal(signal.SIGTERM)
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, **{k: v for k, v in kwargs.items() if not k.startswith("dashboard")
-                                      and k != "include_dashboard"})
+        context = ray.init(address=address, **{k: v for k, v in kwargs.items() if not k.startswith("dashboard")
+                                                and k != "include_dashboard"})
     else:
-        ray.init(**kwargs)
+        context = ray.init(**kwargs)
     if callable(sigterm) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, sigterm)
+    return context.dashboard_url if dashboard and not address else None
 
 
 def run_search(opts: SearchOptions):
@@ -234,8 +241,8 @@ def run_search(opts: SearchOptions):
         name = f"{space.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
         exp_path = os.path.join(storage, name)
         os.makedirs(exp_path, exist_ok=True)
-        exp_id = _experiment_id(client, space.name)
-        tags = {"space": space.name, "git_commit": git_commit(), "ray_results": exp_path,
+        exp_id = experiment_for_space(client, space.name)
+        tags = {"space": space.name, "search": name, "git_commit": git_commit(), "ray_results": exp_path,
                 "question": space.question, "command": space.command,
                 **{f"version.{k}": v for k, v in package_versions().items()}}
         parent = client.create_run(exp_id, run_name=name, tags={**tags, "tricktune_role": "search"})
@@ -246,8 +253,11 @@ def run_search(opts: SearchOptions):
             "searched": ",".join(space.params) + (",variant" if space.variants else ""),
             "overrides": json.dumps(opts.overrides), "smoke": opts.smoke}.items()])
         client.log_artifact(parent.info.run_id, space.path, "space")
+        view = save_runs_view(client, exp_id, name, space.metric, space.mode,
+                              list(space.params) + (["variant"] if space.variants else []))
         state = {"space": opts.space, "overrides": opts.overrides, "samples": opts.samples, "smoke": opts.smoke,
-                 "experiment_id": exp_id, "parent_run_id": parent.info.run_id, "tags": tags, "name": name}
+                 "experiment_id": exp_id, "parent_run_id": parent.info.run_id, "tags": tags, "name": name,
+                 "view": view}
         with open(os.path.join(exp_path, STATE_FILE), "w") as fh:
             json.dump(state, fh, indent=2)
     else:
@@ -256,12 +266,22 @@ def run_search(opts: SearchOptions):
     # Two checkpoints kept per trial (best + latest) makes Ray snapshot its state often
     # on short epochs; that is intended here, so don't warn about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    init_ray(opts.dashboard)
+    if opts.verbose < 2:
+        # Tune's new console engine prints a box per experiment and a results path even at
+        # verbose=0; the legacy engine prints nothing at 0. tricktune's console says it all.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    dashboard_url = init_ray(opts.dashboard, opts.verbose)
     from ray import tune
 
+    from search.console import SearchConsole, dashboard_sign_in, for_search
+
+    shared = {k: v for k, v in state["tags"].items() if k in ("space", "search", "git_commit")}  # parent's = trials'
     tracker = MlflowTracker(tracking_uri, state["experiment_id"], state["parent_run_id"], space, exp_path,
-                            base_tags={k: v for k, v in state["tags"].items() if k in ("space", "git_commit")},
-                            baseline_key=baseline_key(space))
+                            base_tags=shared, baseline_key=baseline_key(space))
+    console = for_search(space, baseline_key(space), space.num_samples * _grid_size(space), opts.verbose)
+    if dashboard_url and opts.verbose:
+        for line in dashboard_sign_in(dashboard_url, tty=sys.stdout.isatty()):
+            console.note(line)
     trainable = _trainable(space)
     if opts.resume and tune.Tuner.can_restore(exp_path):
         tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True,
@@ -271,6 +291,7 @@ def run_search(opts: SearchOptions):
         for i, cb in enumerate(callbacks):
             if isinstance(cb, MlflowTracker):
                 callbacks[i] = tracker
+        callbacks[:] = [cb for cb in callbacks if not isinstance(cb, SearchConsole)] + [console]
     else:
         tuner = tune.Tuner(
             trainable,
@@ -281,7 +302,7 @@ def run_search(opts: SearchOptions):
                 num_samples=space.num_samples, max_concurrent_trials=space.max_concurrent),
             run_config=tune.RunConfig(
                 name=os.path.basename(exp_path), storage_path=os.path.dirname(exp_path),
-                callbacks=[tracker], verbose=opts.verbose,
+                callbacks=[tracker, console], verbose=1 if opts.verbose >= 2 else 0,
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
                                                         checkpoint_score_order=space.mode)),
@@ -299,16 +320,8 @@ def run_search(opts: SearchOptions):
         tracker.close()
     summary["interrupted"] = interrupted
     summary["resume_command"] = f"make search SPACE={opts.space} RESUME=1"
+    summary["runs_url"] = runs_url(tracking_uri, state["experiment_id"], state.get("view"))
     return summary
-
-
-def _experiment_id(client: MlflowClient, space_name: str) -> str:
-    exp = client.get_experiment_by_name(experiment_name(space_name))
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    return client.create_experiment(experiment_name(space_name))
 
 
 def _unfinished(results, space, tracker: MlflowTracker) -> bool:

@@ -221,7 +221,7 @@ class SearchConsole(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         row = self._row(trial)
         row.status = "running"
-        self._event(f"start      {row.trial_id}  {row.label}")
+        self._event(f"{self._kind('start')} {row.trial_id}  {row.label}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = self._row(trial)
@@ -232,7 +232,7 @@ class SearchConsole(tune.Callback):
         row.values[epoch] = float(value)
         row.status = "running"
         phase = self._phase()
-        self._event(f"epoch {epoch}/{phase.max_epochs}  {row.trial_id}  {self.metric} {value:.2f}   "
+        self._event(f"{self._kind(f'epoch {epoch}/{phase.max_epochs}')} {row.trial_id}  {self.metric} {value:.2f}   "
                     f"[{bar(phase.done(), phase.total(), 10)}] {progress(phase, time.monotonic())}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -244,7 +244,7 @@ class SearchConsole(tune.Callback):
     def on_trial_recover(self, iteration, trials, trial, **info):
         row = self._row(trial)
         row.status = "retrying"
-        self._event(f"retrying   {row.trial_id}  (failure {trial.num_failures}; from its last checkpoint)")
+        self._event(f"{self._kind('retrying')} {row.trial_id}  failure {trial.num_failures}, from its last checkpoint")
 
     def on_experiment_end(self, trials, **info):
         phase = self._phase()
@@ -293,13 +293,18 @@ class SearchConsole(tune.Callback):
         row.status = status
         value = f"{self.metric} {row.last:.2f} at epoch {row.epoch}/{phase.max_epochs}" if row.last is not None \
             else "no epoch reported"
-        text = f"{status:<10} {row.trial_id}  {value}"
+        text = f"{self._kind(status)} {row.trial_id}  {value}"
         best = phase.best(self.mode)
         if best is row and best is not before:
             text += f"\n{'':>8}{best_line(phase, self.metric, self.mode)}"
         self._event(text)
 
     # -- output -----------------------------------------------------------------------------------
+    def _kind(self, word: str) -> str:
+        """The event column, as wide as this phase's longest ("epoch 12/12"), so trial ids line up."""
+        m = self._phase().max_epochs
+        return f"{word:<{max(10, len(f'epoch {m}/{m}'))}}"
+
     def _event(self, text: str) -> None:
         if self.live:
             self._redraw()

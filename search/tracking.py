@@ -57,6 +57,7 @@ _UNDECIDED_KINDS = {"", "empty", "no_inferred_type", "genai_development_inferred
 # A saved view of the runs table ("Views" in the UI), stored the way the UI's "Save as new
 # view" stores one: an experiment tag holding {"name", "state": "deflate;" + base64(zlib(JSON))}.
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+RUN_NAME_COLUMN = "attributes.`Run Name`"  # the runs table's column ids: "<type>.`<key>`"
 DEFAULT_UI = "http://127.0.0.1:5000"  # make mlflow
 
 
@@ -84,7 +85,10 @@ def save_runs_view(client: MlflowClient, experiment_id: str, search: str, metric
              # Sorting by a metric lists nested runs flat; the parent (no such metric) comes last.
              "orderByKey": f"metrics.`{metric}`", "orderByAsc": mode == "min",
              "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [],
-             "modelVersionFilter": "All Runs", "selectedColumns": columns}
+             "modelVersionFilter": "All Runs", "selectedColumns": columns,
+             # The run name says what the trial is: wide enough for it (the UI's default cuts at ~18 chars).
+             "columnOrder": [RUN_NAME_COLUMN, "runDateAndNestInfo", "duration", *columns],
+             "columnWidths": {RUN_NAME_COLUMN: 290}}
     packed = base64.b64encode(zlib.compress(json.dumps(state).encode())).decode()
     now = int(time.time() * 1000)
     view = {"name": f"search {search}: trials by {metric}", "createdAt": now, "updatedAt": now,

@@ -11,9 +11,10 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export OMP_NUM_THREADS ?= 2
 
 SEARCH_FLAGS = $(if $(RESUME),--resume) $(if $(SMOKE),--smoke) $(if $(DASHBOARD),--dashboard) \
-	$(if $(SAMPLES),--samples $(SAMPLES)) $(foreach kv,$(SET),--set $(kv))
+	$(if $(VERBOSE),--verbose) $(if $(SAMPLES),--samples $(SAMPLES)) $(foreach kv,$(SET),--set $(kv))
 
-.PHONY: help install search resume smoke lint test test-slow test-all bench report mlflow dashboard teacher data clean
+.PHONY: help install search resume smoke lint test test-slow test-browser test-all bench report mlflow dashboard teacher \
+	data clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -26,20 +27,25 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-search: $(STAMP) ## run a search: make search SPACE=mixup_alpha [RESUME=1] [SMOKE=1] [DASHBOARD=1] [SAMPLES=N] [SET="lr=0.05 epochs=4"]
+search: $(STAMP) ## run a search: make search SPACE=mixup_alpha [RESUME=1] [SMOKE=1] [DASHBOARD=1] [VERBOSE=1] [SAMPLES=N] [SET="lr=0.05 epochs=4"]
 	$(PY) -m search $(SPACE) $(SEARCH_FLAGS)
 
 smoke: $(STAMP) ## the whole search path in well under a minute (tiny data, 1-2 epochs, few trials)
 	$(PY) -m search $(SPACE) --smoke
 
-dashboard: $(STAMP) ## a search with the Ray dashboard on http://127.0.0.1:8265
+dashboard: $(STAMP) ## a search with the Ray dashboard on http://127.0.0.1:8265 (it prints how to sign in)
 	$(PY) -m search $(SPACE) --dashboard $(SEARCH_FLAGS)
 
 report: $(STAMP) ## write reports/$(SPACE)/report.md + plots from the MLflow runs of a search
 	$(PY) -m search.report $(SPACE)
 
-mlflow: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 (store: $$MLFLOW_TRACKING_URI)
-	$(VENV)/bin/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port 5000
+# One worker and no GenAI job runner (scorers, issue detection): 2 processes instead of the 14 that
+# `mlflow ui` 3.17 starts by default (counted with ps), on a machine with 2 cores.
+mlflow: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 (store: $$MLFLOW_TRACKING_URI); open the `runs:` link a search printed
+	@echo "Open the 'runs:' link a search printed (its runs table). From the home page instead, set the"
+	@echo "sidebar's 'GenAI | Model training' switch to Model training once: MLflow 3 opens experiments on GenAI."
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" \
+		--host 127.0.0.1 --port 5000 --workers 1
 
 teacher: $(STAMP) ## train the distillation teacher teachers/teacher.pt (ResNet-32 on all 10k images, ~6 min)
 	$(PY) -m trainable --set model=resnet32 --set epochs=8 --set hflip=true --set crop=pad --set channels_last=true \
@@ -51,8 +57,11 @@ lint: $(STAMP) ## ruff over the tree (rules in pyproject.toml); CI runs it befor
 test: $(STAMP) ## the test suite (fast tests; what CI runs first)
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP) ## the slow end-to-end tests (real searches, interruptions, a 2-node cluster)
+test-slow: $(STAMP) ## the slow end-to-end tests (real searches, interruptions, a 2-node cluster, the browser)
 	$(PY) -m pytest -q -m slow
+
+test-browser: $(STAMP) ## MLflow's runs view and the Ray dashboard in Debian's chromium; screenshots in reports/screenshots/
+	TRICKTUNE_SCREENSHOTS=reports/screenshots $(PY) -m pytest -q -m slow tests/test_browser.py -rs
 
 bench: $(STAMP) ## benchmarks: prints ratios measured side by side in one run, with goals
 	$(PY) -m search.bench

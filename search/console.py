@@ -380,6 +380,13 @@ def quiet_libraries() -> None:
         _DropMessage("Token authentication is enabled for this Ray cluster"))
 
 
+def quiet_worker() -> None:
+    """Run in each Ray worker as it starts (runtime_env worker_process_setup_hook, search/runner.py):
+    Ray Train's INFO lines, one "Checkpoint successfully created at: ..." per epoch per trial,
+    stay out of the forwarded output; warnings and errors still come through."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+
+
 # --- the Ray dashboard -------------------------------------------------------------------------
 
 def dashboard_sign_in(url: str, tty: bool) -> list[str]:
@@ -411,4 +418,4 @@ def _auth_token(ray_cli: str) -> str | None:
 
 
 __all__ = ["SearchConsole", "Phase", "TrialRow", "bar", "best_line", "dashboard_sign_in", "duration", "for_search",
-           "progress", "quiet_libraries", "trial_table"]
+           "progress", "quiet_libraries", "quiet_worker", "trial_table"]

@@ -184,11 +184,13 @@ def init_ray(dashboard: bool, verbose: int = 1) -> str | None:
 
     if ray.is_initialized():
         return None
-    # Worker logs still reach this terminal (log_to_driver), so a trial's traceback or warning
-    # is seen; the job's log level keeps INFO lines ("Checkpoint successfully created at: ...",
-    # one per epoch per trial) in the workers' log files unless --verbose.
-    kwargs = dict(include_dashboard=dashboard, log_to_driver=True, configure_logging=True, logging_level="WARNING",
-                  logging_config=ray.LoggingConfig(log_level="INFO" if verbose >= 2 else "WARNING"))
+    kwargs = dict(include_dashboard=dashboard, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    if verbose < 2:
+        # Worker output still reaches this terminal (log_to_driver), so a trial's traceback or
+        # warning is seen; only Ray Train's INFO lines ("Checkpoint successfully created at: ...",
+        # one per epoch per trial) stay in the workers' log files. ray.init(logging_config=...)
+        # would do it for the whole job, but also reformats the driver's own warnings.
+        kwargs["runtime_env"] = {"worker_process_setup_hook": "search.console.quiet_worker"}
     if dashboard:
         # 127.0.0.1 only: the dashboard and its job API run code for whoever can reach them.
         kwargs.update(dashboard_host=os.environ.get("TRICKTUNE_DASHBOARD_HOST", "127.0.0.1"),
@@ -280,8 +282,7 @@ def run_search(opts: SearchOptions):
                             base_tags=shared, baseline_key=baseline_key(space))
     console = for_search(space, baseline_key(space), space.num_samples * _grid_size(space), opts.verbose)
     if dashboard_url and opts.verbose:
-        for line in dashboard_sign_in(dashboard_url, tty=sys.stdout.isatty()):
-            console.note(line)
+        console.note("\n".join(dashboard_sign_in(dashboard_url, tty=sys.stdout.isatty())))
     trainable = _trainable(space)
     if opts.resume and tune.Tuner.can_restore(exp_path):
         tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True,

@@ -71,14 +71,14 @@ def keep_screenshot(page, tmp_path, name: str) -> str:
     return path
 
 
-def wait_until(check, timeout: float, what: str, interval: float = 1.0):
+def wait_until(check, timeout: float, what: str, interval: float = 1.0, log=lambda: ""):
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = check()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{log()[-4000:]}")
 
 
 def stop_group(proc) -> None:
@@ -100,7 +100,7 @@ def mlflow_ui(tmp_path):
     def start() -> str:
         port = free_port()
         log = open(tmp_path / "mlflow_ui.log", "w")
-        # As the Makefile starts it: one worker, no GenAI job runner (13 processes otherwise).
+        # As `make mlflow` starts it: one worker, no GenAI job runner (14 processes otherwise).
         started.append((subprocess.Popen(
             [os.path.join(BIN, "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db",
              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], cwd=tmp_path, stdout=log,
@@ -219,11 +219,11 @@ def test_dashboard_search_prints_where_and_how_to_sign_in(tmp_path, browser):
     try:
         url = f"http://127.0.0.1:{port}"
         found = wait_until(lambda: re.search(r"Ray dashboard  (\S+)\s+sign in with the token (\S+)", term.text),
-                           300, "the dashboard lines", interval=2)
+                           300, "the dashboard lines", interval=2, log=lambda: term.text)
         assert found.group(1) == url
         token = found.group(2)
         assert token == token_file.read_text()  # the token Ray uses, printed to the user's terminal
-        wait_until(lambda: " running" in term.text, 300, "a running trial", interval=2)
+        wait_until(lambda: " running" in term.text, 300, "a running trial", interval=2, log=lambda: term.text)
 
         # Authentication is on: the API refuses a request without the token.
         with pytest.raises(urllib.error.HTTPError) as refused:

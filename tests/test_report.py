@@ -19,6 +19,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from search import report
+from search.stats import NO_DIFFERENCE
 from spaces import load_space
 from trainable.config import from_dict, to_dict
 
@@ -200,7 +201,7 @@ def test_seed_repeats_are_grouped_and_tested(seeds):
     assert verdict["n"] == "3" and verdict["test"] == "paired t-test over 3 seeds"
     # CPU training is deterministic per seed here (two searches gave identical numbers),
     # so this verdict is a fixed fact of these runs, not a 95%-of-the-time event.
-    assert verdict["verdict"] == f"**{report.NO_DIFFERENCE}**"
+    assert verdict["verdict"] == f"**{NO_DIFFERENCE}**"
     # The delta and its CI are the paired ones, recomputed here from MLflow's numbers.
     by_seed = {}
     for run in seeds["trials"].values():

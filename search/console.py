@@ -301,9 +301,9 @@ class SearchConsole(tune.Callback):
 
     # -- output -----------------------------------------------------------------------------------
     def _kind(self, word: str) -> str:
-        """The event column, as wide as this phase's longest ("epoch 12/12"), so trial ids line up."""
+        """The event column, as wide as "stopped early" or "epoch 12/12", so trial ids line up."""
         m = self._phase().max_epochs
-        return f"{word:<{max(10, len(f'epoch {m}/{m}'))}}"
+        return f"{word:<{max(13, len(f'epoch {m}/{m}'))}}"
 
     def _event(self, text: str) -> None:
         if self.live:

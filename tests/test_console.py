@@ -117,7 +117,7 @@ def test_without_a_terminal_one_line_per_event():
     assert "\x1b[" not in out.getvalue()  # nothing redrawn in a log
     assert lines[0] == "search: tiny, 3 trials x up to 2 epochs, at most 6 trial-epochs; val_top1 (max)"
     events = [re.sub(r"^ *\d+s  ", "", line) for line in lines[1:]]
-    kind = "{:<10} ".format  # the event column: as wide as "epoch 12/12" would be, at least 10
+    kind = "{:<13} ".format  # the event column: as wide as "stopped early"
     assert events[:3] == [f"{kind('start')}{base.trial_id}  baseline: mixup_alpha=0 lr=0.1",
                           f"{kind('start')}{other.trial_id}  mixup_alpha=0.6 lr=0.2",
                           f"{kind('start')}{broken.trial_id}  mixup_alpha=0.3 lr=0.05"]
@@ -125,7 +125,7 @@ def test_without_a_terminal_one_line_per_event():
     assert len(epochs) == 3  # the replayed epoch is not a new one
     assert epochs[-1].startswith(f"{kind('epoch 2/2')}{base.trial_id}  val_top1 55.50   [")
     assert "3/6 trial-epochs" in epochs[-1]
-    assert f"stopped early {other.trial_id}  val_top1 30.00 at epoch 1/2" in events
+    assert f"{kind('stopped early')}{other.trial_id}  val_top1 30.00 at epoch 1/2" in events
     assert f"{kind('completed')}{base.trial_id}  val_top1 55.50 at epoch 2/2" in events
     assert "        best      baseline: mixup_alpha=0 lr=0.1: val_top1 55.50 (the baseline)" in lines
     assert f"{kind('failed')}{broken.trial_id}  no epoch reported" in events

@@ -376,8 +376,9 @@ def quiet_libraries() -> None:
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial MLflow database tables"
     # ray.init's "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled
     # to opt out": tricktune keeps authentication on, and prints how to sign in with --dashboard.
-    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
-        _DropMessage("Token authentication is enabled for this Ray cluster"))
+    auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _DropMessage) for f in auth.filters):  # once, if main() runs again in-process
+        auth.addFilter(_DropMessage("Token authentication is enabled for this Ray cluster"))
 
 
 def quiet_worker() -> None:

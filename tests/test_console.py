@@ -1,4 +1,4 @@
-"""What a search prints (search/console.py).
+"""What a person sees: what a search prints (search/console.py), and where MLflow opens it.
 
 Fast: the console's model and formatting, and the callback driven with Ray's own ``Trial``
 objects (``stub=True``: no cluster) through the events a search sends, in both renderings.
@@ -158,6 +158,43 @@ def test_a_later_phase_is_shown_as_its_own_bar():
     lines = re.split(r"\x1b\[\d+F\x1b\[J", out.getvalue())[-1].splitlines()
     assert lines[0].startswith("search    done  3/3 trial-epochs in")
     assert lines[1].startswith("confirm   [░░░░░░░░░░░░░░░░░░░░]  0/8 trial-epochs (0%)")
+
+
+# --- MLflow: a model-training experiment, a saved runs view, the link ---------------------------
+
+def test_experiments_are_model_training_ones_new_or_old(tmp_path):
+    import json
+    import zlib
+    from base64 import b64decode
+
+    from mlflow.tracking import MlflowClient
+
+    from search.tracking import experiment_for_space, runs_url, save_runs_view
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    new = experiment_for_space(client, "mixup_alpha")
+    old = client.create_experiment("tricktune/lr")  # made before tricktune set the kind
+    chosen = client.create_experiment("tricktune/cutmix", tags={"mlflow.experimentKind": "genai_development"})
+    client.delete_experiment(old)
+    assert experiment_for_space(client, "lr") == old and experiment_for_space(client, "cutmix") == chosen
+    kinds = {e: client.get_experiment(e).tags.get("mlflow.experimentKind") for e in (new, old, chosen)}
+    assert kinds == {new: "custom_model_development", old: "custom_model_development",
+                     chosen: "genai_development"}  # a person's own choice stays
+    assert client.get_experiment(old).lifecycle_stage == "active"
+
+    key = save_runs_view(client, new, "mixup_alpha-20260101-000000", "val_top1", "max", ["mixup_alpha", "lr"])
+    view = json.loads(client.get_experiment(new).tags[f"mlflow.sharedViewState.{key}"])
+    assert view["name"] == "search mixup_alpha-20260101-000000: trials by val_top1"
+    encoding, packed = view["state"].split(";", 1)
+    state = json.loads(zlib.decompress(b64decode(packed)))
+    assert encoding == "deflate" and state["searchFilter"] == "tags.search = 'mixup_alpha-20260101-000000'"
+    assert state["orderByKey"] == "metrics.`val_top1`" and state["orderByAsc"] is False
+    assert state["selectedColumns"][:3] == ["metrics.`val_top1`", "metrics.`val_top5`", "metrics.`epoch_seconds`"]
+    assert {"params.`mixup_alpha`", "params.`lr`", "tags.`outcome`"} <= set(state["selectedColumns"])
+    assert runs_url(f"sqlite:///{tmp_path}/mlflow.db", new, key) == (
+        f"http://127.0.0.1:5000/#/experiments/{new}/runs?workflowType=machine_learning"
+        "&viewStateShareKey=mixup_alpha-20260101-000000")
+    assert runs_url("http://mlflow-host:5000/", "7").startswith("http://mlflow-host:5000/#/experiments/7/runs?")
 
 
 # --- real searches, output piped -------------------------------------------------------------

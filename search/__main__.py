@@ -1,9 +1,11 @@
-"""``python -m search SPACE [--recipe R] [--set key=value ...] [--samples N] [--confirm-seeds N] [--resume]``
+"""``python -m search SPACE [--recipe R] [--set k=v ...] [--samples N] [--confirm-seeds N] [--resume] [--verbose]``
 
 Runs a real Ray Tune search over a named space (spaces/<SPACE>.yaml) layered on a recipe
 (spaces/recipes/): Optuna TPE proposes, ASHA stops bad trials early, then the best
 configurations and the baseline run again over paired seeds and the summary gives each a
-verdict. MLflow records every trial.
+verdict. MLflow records every trial. What it prints is search/console.py's view (redrawn
+in a terminal, one line per event otherwise), then the summary below; --verbose adds Ray's
+own per-trial boxes and worker logs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from trainable.config import ConfigError, parse_overrides
 
 
 def _print_summary(s: dict) -> None:
-    from search.domains import describe
+    from search.labels import trial_label
     from search.summary import confirmation_lines
 
     print("\n" + "=" * 72)
@@ -26,7 +28,7 @@ def _print_summary(s: dict) -> None:
     if "best_value" in s:
         print(f"best single run {s['best_trial']}: {s['metric']} {s['best_value']:.2f}"
               + (f", val_top5 {s['best_val_top5']:.2f}" if s.get("best_val_top5") is not None else "")
-              + f" ({describe(s['best_config'])})")
+              + f" ({trial_label(s['best_config'])})")
         if "baseline_value" in s:
             print(f"baseline run    {s['metric']} {s['baseline_value']:.2f}   delta {s['delta']:+.2f} points "
                   "(one seed each: a hint, not a result)")
@@ -37,8 +39,8 @@ def _print_summary(s: dict) -> None:
     elif "best_value" in s and not s.get("interrupted"):
         print("not confirmed over seeds (--confirm-seeds 0): the best single run may be the luckiest")
     print(f"MLflow       experiment {s['experiment']!r}, parent run {s['parent_run_id']} ({s['tracking_uri']})")
-    print("             look: make mlflow  ->  http://127.0.0.1:5000 ;  table and plots: "
-          f"make report SPACE={s['space']}")
+    print(f"             runs: {s['runs_url']}")
+    print(f"             (the UI: make mlflow) ;  table and plots: make report SPACE={s['space']}")
     print(f"Ray results  {s['results']}")
     if s.get("interrupted"):
         print(f"INTERRUPTED: finished trials are kept; continue with  {s['resume_command']}")
@@ -58,12 +60,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="seeds per confirmed configuration and the baseline (default 3; 0 = no confirmation)")
     parser.add_argument("--resume", action="store_true", help="continue the latest interrupted search of SPACE")
     parser.add_argument("--smoke", action="store_true", help="tiny data, 2 epochs, 3 trials: the whole path fast")
-    parser.add_argument("--dashboard", action="store_true", help="Ray dashboard on http://127.0.0.1:8265")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="Ray dashboard on http://127.0.0.1:8265 (the address and how to sign in are printed)")
     parser.add_argument("--storage", help="results folder or URI (default ./ray_results or $TRICKTUNE_STORAGE)")
     parser.add_argument("--max-failures", type=int, default=2, help="retries of a trial that raises (default 2)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also Ray's per-trial boxes and the workers' INFO logs (one line per event, no redraw)")
     args = parser.parse_args(argv)
 
+    from search.console import quiet_libraries
     from search.runner import SearchError, SearchOptions, run_search
+
+    if not args.verbose:
+        quiet_libraries()
 
     try:
         if args.samples is not None and args.samples < 1:
@@ -73,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = SearchOptions(space=args.space, overrides=overrides, recipe=args.recipe, samples=args.samples,
                              confirm_top=args.confirm_top, confirm_seeds=args.confirm_seeds,
                              smoke=args.smoke, resume=args.resume, storage=args.storage,
-                             dashboard=args.dashboard, max_failures=args.max_failures)
+                             dashboard=args.dashboard, max_failures=args.max_failures, verbose=2 if args.verbose else 1)
         # SIGTERM (a killed `make`, a scheduler's stop) ends the search like Ctrl-C does:
         # Ray stops the trials, saves the experiment state, and our runs are closed.
         signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))

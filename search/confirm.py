@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from search.domains import baseline_key, baseline_point, describe, is_baseline
+from search.domains import baseline_key, baseline_point, is_baseline
+from search.labels import trial_label
 from search.stats import compare_over_seeds, mean_std
 
 # Fresh seeds for the confirmation runs. The search phase trained every trial with the
@@ -56,7 +57,7 @@ def pick(results, space, top: int) -> list[Candidate]:
     chosen = [Candidate(BASELINE, baseline_point(space))]
     for r in finished:
         values = {k: r.config[k] for k in keys if k in r.config}
-        label = describe(values)
+        label = trial_label(values)
         if len(chosen) <= top and label not in {c.label for c in chosen}:
             chosen.append(Candidate(label, values, r.metrics[space.metric], r.metrics.get("trial_id")))
     return chosen

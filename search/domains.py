@@ -48,10 +48,3 @@ def is_baseline(config: dict, key: dict) -> bool:
     """Whether a trial's ``config`` is the baseline, ``key`` being ``baseline_key(space)``."""
     return all(config.get(k) == v for k, v in key.items())
 
-
-def describe(values: dict) -> str:
-    """What a configuration is, in the config keys' own names: "mixup_alpha=0.6028 lr=0.1052"
-    (a variant by its name). Used for MLflow run names, the console and the summary."""
-    parts = [str(v) if k == "variant" else f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-             for k, v in values.items()]
-    return " ".join(parts) or "recipe"

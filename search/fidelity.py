@@ -29,7 +29,8 @@ import sys
 import tempfile
 
 from search import confirm
-from search.domains import baseline_point, describe, param_space
+from search.domains import baseline_point, param_space
+from search.labels import trial_label
 
 GOAL = 0.7  # issue 12: the first rung must rank configurations at Spearman >= 0.7
 RUNG_METRICS = ("val_top1", "val_loss")
@@ -46,7 +47,7 @@ def sample_points(space, n: int, seed: int = 0) -> dict[str, dict]:
         if len(points) >= n:
             break
         for _, values in generate_variants(domains, random_state=rng):
-            label = describe(values)
+            label = trial_label(values)
             if len(points) < n and label not in points:
                 points[label] = values
     return points

@@ -18,7 +18,7 @@ import subprocess
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from search.tracking import experiment_name
+from search.tracking import experiment_for_space, save_runs_view
 from spaces import PROJECT_ROOT, Space
 
 STATE_FILE = "tricktune.json"
@@ -99,8 +99,9 @@ def start(client: MlflowClient, space: Space, opts, storage: str) -> tuple[str, 
     name = f"{space.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     exp_path = os.path.join(storage, name)
     os.makedirs(exp_path, exist_ok=True)
-    exp_id = experiment_id(client, space.name)
-    tags = {"space": space.name, "recipe": space.recipe, "git_commit": git_commit(), "ray_results": exp_path,
+    exp_id = experiment_for_space(client, space.name)
+    tags = {"space": space.name, "recipe": space.recipe, "search": name, "git_commit": git_commit(),
+            "ray_results": exp_path,
             "question": space.question, "command": space.command,
             **{f"version.{k}": v for k, v in package_versions().items()}}
     parent = client.create_run(exp_id, run_name=name, tags={**tags, "tricktune_role": "search"})
@@ -112,22 +113,15 @@ def start(client: MlflowClient, space: Space, opts, storage: str) -> tuple[str, 
         "searched": ",".join(space.params) + (",variant" if space.variants else ""),
         "overrides": json.dumps(opts.overrides), "smoke": opts.smoke}.items()])
     client.log_artifact(parent.info.run_id, space.path, "space")
+    view = save_runs_view(client, exp_id, name, space.metric, space.mode,
+                          list(space.params) + (["variant"] if space.variants else []))
     state = {"space": opts.space, "recipe": opts.recipe, "overrides": opts.overrides, "samples": opts.samples,
              "smoke": opts.smoke, "confirm_top": opts.confirm_top, "confirm_seeds": opts.confirm_seeds,
              "experiment_id": exp_id, "parent_run_id": parent.info.run_id, "tags": tags, "name": name,
-             "phase": "search"}
+             "phase": "search", "view": view}
     save_state(exp_path, state)
     return exp_path, state
 
 
-def experiment_id(client: MlflowClient, space_name: str) -> str:
-    exp = client.get_experiment_by_name(experiment_name(space_name))
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    return client.create_experiment(experiment_name(space_name))
-
-
 __all__ = ["STATE_FILE", "SearchError", "git_commit", "package_versions", "check_tracking", "latest_experiment",
-           "resume_state", "save_state", "start", "experiment_id"]
+           "resume_state", "save_state", "start"]

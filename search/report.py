@@ -3,9 +3,11 @@
 Turns one search, as MLflow recorded it, into the table people otherwise write by hand:
 ``reports/<space>/report.md`` (one row per configuration, best first, the baseline marked,
 delta vs baseline, mean +- std and a paired test over seeds), ``curves.png`` (train loss,
-val Top-1/Top-5 and LR per epoch for the baseline and the best few), ``importances.png``
-(fANOVA over the finished trials) and ``trials.csv``; all of them are also logged to the
-search's parent run under ``report/``.
+val Top-1/Top-5 and LR per epoch for the baseline and the best few), ``cost.png`` (val Top-1
+against seconds per epoch, the Pareto front marked), ``effect.png`` (each configuration's
+delta vs the baseline with its 95 % CI over seeds), ``importances.png`` (fANOVA over the
+finished trials) and ``trials.csv``; all of them are also logged to the search's parent run
+under ``report/``.
 
 Only MLflow is read (never Ray's result files), so a report works for a finished or an
 interrupted search, and for one that ran on a cluster against a tracking server.
@@ -490,6 +492,142 @@ def _mean_curve(config: Config, metric: str):
     return epochs, mean, std
 
 
+# --- cost and effect -----------------------------------------------------------------------------
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the (cost, value) points no other point beats, cheapest first.
+
+    A point is beaten when another costs at most as much, is worth at least as much, and is
+    strictly better in one of the two: the front is the best value for its cost. Identical
+    points do not beat each other, so both stay on it.
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front: list[int] = []
+    best, best_cost = -math.inf, None
+    for i in order:
+        cost, value = points[i]
+        if value > best:
+            front.append(i)
+            best, best_cost = value, cost
+        elif value == best and cost == best_cost:
+            front.append(i)
+    return front
+
+
+def cost_points(record: SearchRecord, configs: list[Config]) -> list[tuple[Config, float, float]]:
+    """(config, mean seconds per epoch, mean final val Top-1) of every completed configuration."""
+    out = []
+    for config in configs:
+        done = [t for t in config.trials if t.outcome == "completed" and t.epochs > 0]
+        seconds = [s for s in (t.mean_epoch_seconds() for t in done) if s is not None]
+        top1 = [v for v in (t.final("val_top1") for t in done) if v is not None and math.isfinite(v)]
+        if seconds and top1:
+            out.append((config, mean_std(seconds)[0], mean_std(top1)[0]))
+    return out
+
+
+def plot_cost_accuracy(record: SearchRecord, points: list[tuple[Config, float, float]], path: str) -> None:
+    plt = _pyplot()
+    front = pareto_front([(cost, top1) for _, cost, top1 in points])
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    others = [p for i, p in enumerate(points) if i not in front]
+    ax.scatter([c for _, c, _ in others], [v for _, _, v in others], color="tab:gray", alpha=0.7, zorder=2,
+               label="completed configuration")
+    on_front = [points[i] for i in front]
+    ax.step([c for _, c, _ in on_front], [v for _, _, v in on_front], where="post", color="tab:blue",
+            linewidth=1.2, alpha=0.6, zorder=1)
+    ax.scatter([c for _, c, _ in on_front], [v for _, _, v in on_front], color="tab:blue", s=60, zorder=3,
+               label="Pareto front: best val Top-1 for its cost")
+    middle = (min(c for _, c, _ in points) + max(c for _, c, _ in points)) / 2
+    for config, cost, top1 in points:
+        if config.is_baseline:
+            ax.scatter([cost], [top1], marker="*", s=260, color="black", zorder=4, label="baseline")
+        if config.is_baseline or any(config is points[i][0] for i in front):
+            n = len([t for t in config.trials if t.outcome == "completed"])
+            left = cost > middle  # labels of the costlier half point left, so they stay inside the plot
+            ax.annotate(config_label(config) + (f" (mean of {n})" if n > 1 else ""), (cost, top1),
+                        textcoords="offset points", xytext=(-8 if left else 8, 5), ha="right" if left else "left",
+                        fontsize=8)
+    ax.margins(x=0.1, y=0.12)
+    ax.set_xlabel("seconds per epoch (mean over the configuration's epochs)")
+    ax.set_ylabel(f"val Top-1 (%) after {record.max_epochs} epochs")
+    ax.set_title(f"{record.space.name}: accuracy against cost, {len(points)} completed configurations")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@dataclass
+class Effect:
+    """A configuration's change of the metric vs the baseline; the interval only over repeats."""
+
+    label: str
+    n: int
+    delta: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    verdict: str | None = None
+
+
+def effects(record: SearchRecord, configs: list[Config], seeds: list[SeedComparison] | None,
+            confirmation: dict | None = None) -> list[Effect]:
+    """Confirmed configurations (the confirmation stage) and repeated ones (seeds of an
+    ablation): delta and 95 % CI, paired by seed. Configurations of the search phase that
+    completed once and were not confirmed: their delta alone (one run draws no interval)."""
+    out = [Effect(s.label, s.n, s.delta, s.ci_low, s.ci_high, s.verdict) for s in seeds or []]
+    out += [Effect(f"{row['label']} (confirmed)", row["n"], row["delta"], row["ci_low"], row["ci_high"],
+                   row["verdict"]) for row in (confirmation or {}).get("rows", []) if "verdict" in row]
+    repeated = {e.label for e in out}
+    for config in configs:
+        done = [t for t in config.trials if t.outcome == "completed" and t.epochs > 0]
+        if config.is_baseline or not done or config_label(config) in repeated:
+            continue
+        delta = delta_vs_baseline(record, Config(config.treatment, done, False, config.changes))
+        if delta is not None:
+            out.append(Effect(config_label(config), len(done), delta))
+    sign = 1 if record.mode == "max" else -1
+    return sorted(out, key=lambda e: sign * e.delta)
+
+
+VERDICT_COLORS = {"helps": "tab:green", "hurts": "tab:red"}
+
+
+def plot_effects(effects_: list[Effect], record: SearchRecord, path: str) -> None:
+    plt = _pyplot()
+    metric, mode = record.metric, record.mode
+    fig, ax = plt.subplots(figsize=(8, 1.9 + 0.45 * len(effects_)))
+    for y, e in enumerate(effects_):
+        if e.ci_low is None:
+            ax.scatter([e.delta], [y], facecolors="none", edgecolors="tab:gray", s=50, zorder=3)
+            ax.annotate(f"{e.delta:+.2f}", (e.delta, y), textcoords="offset points", xytext=(0, 7), ha="center",
+                        fontsize=7)
+            continue
+        color = VERDICT_COLORS.get(e.verdict, "tab:gray")
+        ax.errorbar([e.delta], [y], xerr=[[e.delta - e.ci_low], [e.ci_high - e.delta]], fmt="o", color=color,
+                    capsize=4, zorder=3)
+        ax.annotate(f"{e.delta:+.2f} [{e.ci_low:+.2f}, {e.ci_high:+.2f}]", (e.delta, y), textcoords="offset points",
+                    xytext=(0, 7), ha="center", fontsize=7)
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set_yticks(range(len(effects_)))
+    ax.set_yticklabels([f"{e.label}  (n={e.n})" for e in effects_], fontsize=8)
+    better = "right" if mode == "max" else "left"
+    ax.set_xlabel(f"Δ {metric} vs the baseline ({_points(metric)}; better to the {better})")
+    has_ci = any(e.ci_low is not None for e in effects_)
+    single = any(e.ci_low is None for e in effects_)
+    fig.suptitle(f"{record.space.name}: effect of each configuration against the baseline", fontsize=11)
+    ax.set_title("95 % CI over seeds: green helps, red hurts, gray no measurable difference" if has_ci else
+                 "one run per configuration: no interval (repeat over seeds, e.g. SPACE=ablation)", fontsize=9)
+    ax.margins(y=0.25 if len(effects_) < 3 else 0.1)
+    if has_ci and single:
+        ax.text(0.99, 0.01, "hollow: one run, no interval", transform=ax.transAxes, ha="right", fontsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_importances(importances: dict[str, float], metric: str, path: str) -> None:
     plt = _pyplot()
     names = sorted(importances, key=importances.get)
@@ -633,6 +771,11 @@ def render_markdown(record: SearchRecord, configs: list[Config], seeds: list[See
     ]
     if "curves" in files:
         lines += [f"![curves]({files['curves']})", ""]
+    if "cost" in files:
+        lines += ["## Cost and accuracy", "",
+                  "Every completed configuration: val Top-1 after the last epoch against its mean seconds per "
+                  "epoch. Blue: the Pareto front, the best accuracy for its cost (nothing else is both "
+                  "cheaper and better).", "", f"![cost]({files['cost']})", ""]
     if seeds is not None:
         lines += ["## Over seeds: does each change beat the baseline?", ""]
         if not seeds:
@@ -650,6 +793,12 @@ def render_markdown(record: SearchRecord, configs: list[Config], seeds: list[See
                              f"{s.baseline_std:.2f} (n={s.n_baseline}) | {s.delta:+.2f} [{s.ci_low:+.2f}, "
                              f"{s.ci_high:+.2f}] | {s.test} | {p} | **{s.verdict}** |")
             lines.append("")
+    if "effect" in files:
+        lines += ["## Effect against the baseline", "",
+                  f"Δ {record.metric} vs the baseline per completed configuration, with its 95% confidence "
+                  "interval where the configuration was repeated over seeds (the seed statistics above); "
+                  "a configuration run once is a hollow point with no interval.", "",
+                  f"![effect]({files['effect']})", ""]
     lines += ["## Which searched parameters matter", "", importance_note, ""]
     if importances:
         lines += ["| parameter | importance |", "|---|---|"]
@@ -716,6 +865,18 @@ def build_report(space_name: str, out_dir: str | None = None, run_id: str | None
     configs = group_configs(record)
     files = {"curves": "curves.png"}
     plot_curves(record, configs, os.path.join(out_dir, files["curves"]))
+    seeds = seed_statistics(record, configs)
+    confirmation = confirmation_of(record)
+    points, changes = cost_points(record, configs), effects(record, configs, seeds, confirmation)
+    for key, name, items in (("cost", "cost.png", points), ("effect", "effect.png", changes)):
+        if items:
+            files[key] = name
+        elif os.path.exists(os.path.join(out_dir, name)):
+            os.remove(os.path.join(out_dir, name))  # from an earlier report of other runs
+    if points:
+        plot_cost_accuracy(record, points, os.path.join(out_dir, files["cost"]))
+    if changes:
+        plot_effects(changes, record, os.path.join(out_dir, files["effect"]))
     importances, note = param_importances(record)
     stale = os.path.join(out_dir, "importances.png")
     if importances:
@@ -723,8 +884,6 @@ def build_report(space_name: str, out_dir: str | None = None, run_id: str | None
         plot_importances(importances, record.metric, stale)
     elif os.path.exists(stale):
         os.remove(stale)  # from an earlier report; it would contradict this one's note
-    seeds = seed_statistics(record, configs)
-    confirmation = confirmation_of(record)
     files["csv"] = "trials.csv"
     write_csv(record, os.path.join(out_dir, files["csv"]))
     report_path = os.path.join(out_dir, "report.md")

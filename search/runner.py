@@ -21,7 +21,7 @@ from search.domains import baseline_key, baseline_point, param_space
 from search.ray_private import trial_states
 from search.records import STATE_FILE, SearchError, latest_experiment  # noqa: F401 - the runner's public names
 from search.summary import summarize
-from search.tracking import MlflowTracker
+from search.tracking import MlflowTracker, runs_url
 from spaces import PROJECT_ROOT, Recipe, Space, load_recipe, load_space
 
 # --smoke: the whole path (Ray, Optuna, ASHA, confirmation, MLflow) on a sliver of the data.
@@ -51,7 +51,7 @@ class SearchOptions:
     tracking_uri: str | None = None
     dashboard: bool = False
     max_failures: int = 2
-    verbose: int = 1
+    verbose: int = 1  # 0 nothing (make bench), 1 tricktune's console, 2 also Ray's boxes and worker INFO logs
 
 
 def prepare_space(opts: SearchOptions) -> Space:
@@ -133,16 +133,24 @@ def run_search(opts: SearchOptions) -> dict:
     # Two checkpoints kept per trial (best + latest) makes Ray snapshot its state often
     # on short epochs; that is intended here, so don't warn about it.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    tuners.init_ray(opts.dashboard)
+    if opts.verbose < 2:
+        # Tune's new console engine prints a box per experiment and a results path even at
+        # verbose=0; the legacy engine prints nothing at 0. tricktune's console says it all.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    dashboard_url = tuners.init_ray(opts.dashboard, opts.verbose)
+    from search.console import dashboard_sign_in, for_search
+
+    shared = {k: v for k, v in state["tags"].items() if k in ("space", "recipe", "search", "git_commit")}
     tracker = MlflowTracker(tracking_uri, state["experiment_id"], state["parent_run_id"], space, exp_path,
-                            base_tags={k: v for k, v in state["tags"].items()
-                                       if k in ("space", "recipe", "git_commit")},
-                            baseline_key=baseline_key(space))
+                            base_tags=shared, baseline_key=baseline_key(space))
+    console = for_search(space, baseline_key(space), space.num_samples * _grid_size(space), opts.verbose)
+    if dashboard_url and opts.verbose:
+        console.note("\n".join(dashboard_sign_in(dashboard_url, tty=sys.stdout.isatty())))
     interrupted, confirmation = True, None
     try:
-        results, interrupted = search_phase(space, opts, state, exp_path, tracker)
+        results, interrupted = search_phase(space, opts, state, exp_path, [tracker, console])
         if not interrupted and space.confirm_seeds:
-            confirmation, interrupted = confirm_phase(space, opts, state, exp_path, tracker, results)
+            confirmation, interrupted = confirm_phase(space, opts, state, exp_path, [tracker, console], results)
         summary = summarize(results, confirmation, space, tracker, state, exp_path, tracking_uri)
     finally:
         # The closing records go through the tracker's queue like every trial record: if
@@ -152,29 +160,31 @@ def run_search(opts: SearchOptions) -> dict:
         tracker.close()
     summary["interrupted"] = interrupted
     summary["resume_command"] = f"make search SPACE={opts.space} RESUME=1"
+    summary["runs_url"] = runs_url(tracking_uri, state["experiment_id"], state.get("view"))
     return summary
 
 
-def search_phase(space: Space, opts: SearchOptions, state: dict, exp_path: str, tracker: MlflowTracker):
+def search_phase(space: Space, opts: SearchOptions, state: dict, exp_path: str, callbacks: list):
     """Phase 1: (results, interrupted). A search resumed in its confirmation phase only reads
-    the finished search phase back."""
+    the finished search phase back. ``callbacks``: the MLflow tracker, then the console."""
     from ray import tune
 
+    tracker = callbacks[0]
     fn, domains = tuners.trainable(space), param_space(space)
     if state.get("phase", "search") != "search":
         return tune.Tuner.restore(exp_path, fn, param_space=domains).get_results(), False
     tracker.start_stage("search")
     if opts.resume and tune.Tuner.can_restore(exp_path):
-        tuner = tuners.restore(exp_path, fn, domains, tracker)
+        tuner = tuners.restore(exp_path, fn, domains, callbacks)
     else:
         tuner = tuners.new_tuner(exp_path, fn, domains, space, tuners.searcher(space, baseline_point(space)),
-                                 tuners.scheduler(space), space.num_samples, [tracker], opts.verbose,
+                                 tuners.scheduler(space), space.num_samples, callbacks, opts.verbose,
                                  opts.max_failures)
     results = tuner.fit()
     return results, _unfinished(results, space.num_samples * _grid_size(space), tracker)
 
 
-def confirm_phase(space: Space, opts: SearchOptions, state: dict, exp_path: str, tracker: MlflowTracker, results):
+def confirm_phase(space: Space, opts: SearchOptions, state: dict, exp_path: str, callbacks: list, results):
     """Phase 2: the candidates x seeds, each run to the end; (confirmation, interrupted)."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
@@ -187,13 +197,17 @@ def confirm_phase(space: Space, opts: SearchOptions, state: dict, exp_path: str,
         records.save_state(exp_path, state)
     candidates = [confirm.Candidate(**c) for c in state["candidates"]]
     seed_list, by_label = state["confirm_seed_list"], {c.label: c.values for c in candidates}
+    tracker, console = callbacks
     tracker.start_stage("confirm", by_label)
+    console.baseline_key = {confirm.CANDIDATE_KEY: confirm.BASELINE}
+    console.start_phase("confirm", len(candidates) * len(seed_list) * space.max_epochs,
+                        detail=f"{len(candidates) - 1} best + the baseline x seeds {seed_list}, every run to the end")
     path = os.path.join(exp_path, "confirm")
     fn, domains = tuners.trainable(space, by_label), confirm.param_space(candidates, seed_list)
     if tune.Tuner.can_restore(path):
-        tuner = tuners.restore(path, fn, domains, tracker)
+        tuner = tuners.restore(path, fn, domains, callbacks)
     else:
-        tuner = tuners.new_tuner(path, fn, domains, space, BasicVariantGenerator(), FIFOScheduler(), 1, [tracker],
+        tuner = tuners.new_tuner(path, fn, domains, space, BasicVariantGenerator(), FIFOScheduler(), 1, callbacks,
                                  opts.verbose, opts.max_failures)
     confirm_results = tuner.fit()
     interrupted = _unfinished(confirm_results, len(candidates) * len(seed_list), tracker)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from search.domains import baseline_key, describe, is_baseline
+from search.domains import baseline_key, is_baseline
 from search.stats import mean_std
 from search.tracking import MlflowTracker, experiment_name
 from spaces import Space
@@ -107,4 +107,4 @@ def confirmation_lines(confirm_summary: dict, metric: str) -> list[str]:
     return lines
 
 
-__all__ = ["summarize", "confirmation_lines", "describe"]
+__all__ = ["summarize", "confirmation_lines"]

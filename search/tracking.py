@@ -11,13 +11,16 @@ queued and are retried; whatever is still unsent at the end is written to
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -26,7 +29,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray import tune
 
 from search import confirm
-from search.domains import describe, is_baseline
+from search.domains import is_baseline
+from search.labels import trial_label
 from trainable.config import REPORTED_METRICS, to_dict
 
 # MLflow caps one log_batch at 1000 metrics / 100 params.
@@ -36,6 +40,69 @@ PENDING_FILE = "mlflow_pending.jsonl"
 
 def experiment_name(space_name: str) -> str:
     return f"tricktune/{space_name}"
+
+
+# --- how the MLflow UI opens a search --------------------------------------------------------
+# MLflow 3.x's UI has two faces, GenAI (traces, token usage) and model training (the runs
+# table). Which one an experiment opens on is read from two places, depending on the release:
+# the experiment tag below (MLflow 3.x's experiment-kind selector writes it), and, in 3.17,
+# the `workflowType` URL parameter or the "GenAI | Model training" switch the browser
+# remembers: 3.17's bundle derives the kind from that switch and reads the tag only when
+# that feature flag is off (it is hard-wired on). So both are set: the tag on the experiment,
+# and `workflowType=machine_learning` in every link tricktune prints.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+# Values the UI writes when it only guessed the kind; a person's own choice is left alone.
+_UNDECIDED_KINDS = {"", "empty", "no_inferred_type", "genai_development_inferred",
+                    "custom_model_development_inferred"}
+# A saved view of the runs table ("Views" in the UI), stored the way the UI's "Save as new
+# view" stores one: an experiment tag holding {"name", "state": "deflate;" + base64(zlib(JSON))}.
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+RUN_NAME_COLUMN = "attributes.`Run Name`"  # the runs table's column ids: "<type>.`<key>`"
+DEFAULT_UI = "http://127.0.0.1:5000"  # make mlflow
+
+
+def experiment_for_space(client: MlflowClient, space_name: str) -> str:
+    """The space's experiment id: created (or restored if deleted) as a model-training experiment."""
+    name = experiment_name(space_name)
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    if exp.tags.get(EXPERIMENT_KIND_TAG, "") in _UNDECIDED_KINDS:  # created before tricktune set the tag
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    return exp.experiment_id
+
+
+def save_runs_view(client: MlflowClient, experiment_id: str, search: str, metric: str, mode: str,
+                   searched: list[str]) -> str:
+    """A saved view of one search's runs: flat (no collapsed parent), best first, with the metric,
+    Top-1/Top-5, seconds per epoch, the searched values and the outcome as columns. Returns its key."""
+    metrics = dict.fromkeys([metric, "val_top1", "val_top5", "epoch_seconds"])
+    columns = ([f"metrics.`{m}`" for m in metrics] + [f"params.`{p}`" for p in searched]
+               + ["tags.`outcome`", "tags.`trial_id`"])
+    state = {"searchFilter": f"tags.search = '{search}'",
+             # Sorting by a metric lists nested runs flat; the parent (no such metric) comes last.
+             "orderByKey": f"metrics.`{metric}`", "orderByAsc": mode == "min",
+             "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [],
+             "modelVersionFilter": "All Runs", "selectedColumns": columns,
+             # The run name says what the trial is: wide enough for it (the UI's default cuts at ~18 chars).
+             "columnOrder": [RUN_NAME_COLUMN, "runDateAndNestInfo", "duration", *columns],
+             "columnWidths": {RUN_NAME_COLUMN: 290}}
+    packed = base64.b64encode(zlib.compress(json.dumps(state).encode())).decode()
+    now = int(time.time() * 1000)
+    view = {"name": f"search {search}: trials by {metric}", "createdAt": now, "updatedAt": now,
+            "state": f"deflate;{packed}"}
+    client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + search, json.dumps(view))
+    return search
+
+
+def runs_url(tracking_uri: str, experiment_id: str, view: str | None = None) -> str:
+    """The link that opens a search in the MLflow UI on its runs table (see EXPERIMENT_KIND_TAG)."""
+    ui = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else DEFAULT_UI
+    url = f"{ui}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return url + (f"&viewStateShareKey={quote(view)}" if view else "")
 
 
 @dataclass
@@ -270,15 +337,11 @@ class MlflowTracker(tune.Callback):
     def _describe(self, config: dict) -> tuple[dict, dict, bool]:
         """(values for space.trial_config, tags, is it the baseline) of a trial's config."""
         if self.candidates and confirm.CANDIDATE_KEY in config:
-            label = config[confirm.CANDIDATE_KEY]
-            baseline = label == confirm.BASELINE
-            name = f"confirm {'baseline' if baseline else label} seed={config[confirm.SEED_KEY]}"
-            return confirm.sampled(config, self.candidates), {"candidate": label, MLFLOW_RUN_NAME: name}, baseline
+            baseline = config[confirm.CANDIDATE_KEY] == confirm.BASELINE
+            tags = {"candidate": config[confirm.CANDIDATE_KEY], MLFLOW_RUN_NAME: f"confirm {trial_label(config)}"}
+            return confirm.sampled(config, self.candidates), tags, baseline
         baseline = is_baseline(config, self.baseline_key)
-        searched = {k: v for k, v in config.items() if k != "seed"}
-        name = ("baseline: " if baseline else "") + describe(searched) + (f" seed={config['seed']}" if "seed" in config
-                                                                          else "")
-        return config, {MLFLOW_RUN_NAME: name}, baseline
+        return config, {MLFLOW_RUN_NAME: trial_label(config, baseline)}, baseline
 
     def on_trial_start(self, iteration, trials, trial, **info):
         key = trial.trial_id

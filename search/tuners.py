@@ -19,27 +19,36 @@ from spaces import Space
 from trainable.config import METRICS
 
 
-def init_ray(dashboard: bool) -> None:
+def init_ray(dashboard: bool, verbose: int = 1) -> str | None:
+    """Start (or join) Ray; returns the dashboard's address when one was started."""
     import ray
 
     if ray.is_initialized():
-        return
+        return None
     kwargs = dict(include_dashboard=dashboard, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    if verbose < 2:
+        # Worker output still reaches this terminal (log_to_driver), so a trial's traceback or
+        # warning is seen; only Ray Train's INFO lines ("Checkpoint successfully created at: ...",
+        # one per epoch per trial) stay in the workers' log files. ray.init(logging_config=...)
+        # would do it for the whole job, but also reformats the driver's own warnings.
+        kwargs["runtime_env"] = {"worker_process_setup_hook": "search.console.quiet_worker"}
     if dashboard:
         # 127.0.0.1 only: the dashboard and its job API run code for whoever can reach them.
-        kwargs.update(dashboard_host=os.environ.get("TRICKTUNE_DASHBOARD_HOST", "127.0.0.1"), dashboard_port=8265)
+        kwargs.update(dashboard_host=os.environ.get("TRICKTUNE_DASHBOARD_HOST", "127.0.0.1"),
+                      dashboard_port=int(os.environ.get("TRICKTUNE_DASHBOARD_PORT", "8265")))
     # ray.init replaces the caller's SIGTERM handler with its own sys.exit (and Ray's C++ core
     # logs and dies on SIGTERM): a SIGTERM then killed the search with no summary and runs left
     # open. Put back the handler the command line set (SIGTERM = Ctrl-C, a graceful stop).
     sigterm = signal.getsignal(signal.SIGTERM)
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, **{k: v for k, v in kwargs.items() if not k.startswith("dashboard")
-                                      and k != "include_dashboard"})
+        context = ray.init(address=address, **{k: v for k, v in kwargs.items() if not k.startswith("dashboard")
+                                                and k != "include_dashboard"})
     else:
-        ray.init(**kwargs)
+        context = ray.init(**kwargs)
     if callable(sigterm) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, sigterm)
+    return context.dashboard_url if dashboard and not address else None
 
 
 def searcher(space: Space, base_point: dict):
@@ -108,16 +117,14 @@ def trainable(space: Space, candidates: dict | None = None):
     return tune.with_resources(fn, {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial})
 
 
-def restore(path: str, fn, param_space: dict, tracker):
-    """A Tuner restored from ``path``; the MLflow callback it unpickles is replaced by ``tracker``
-    (this process's writer)."""
+def restore(path: str, fn, param_space: dict, callbacks: list):
+    """A Tuner restored from ``path``; the callbacks it unpickles (the MLflow tracker, the
+    console) are replaced by this process's ``callbacks`` of the same types."""
     from ray import tune
 
     tuner = tune.Tuner.restore(path, fn, resume_unfinished=True, resume_errored=True, param_space=param_space)
-    callbacks = run_config_callbacks(tuner)
-    for i, callback in enumerate(callbacks):
-        if type(callback) is type(tracker):
-            callbacks[i] = tracker
+    restored = run_config_callbacks(tuner)
+    restored[:] = [cb for cb in restored if not any(type(cb) is type(ours) for ours in callbacks)] + list(callbacks)
     return tuner
 
 
@@ -134,7 +141,9 @@ def new_tuner(path: str, fn, param_space: dict, space: Space, search_alg, trial_
             search_alg=search_alg, scheduler=trial_scheduler, num_samples=num_samples,
             max_concurrent_trials=space.max_concurrent),
         run_config=tune.RunConfig(
-            name=os.path.basename(path), storage_path=os.path.dirname(path), callbacks=callbacks, verbose=verbose,
+            # verbose 2 (--verbose): Ray's own boxes too; else tricktune's console says it all.
+            name=os.path.basename(path), storage_path=os.path.dirname(path), callbacks=callbacks,
+            verbose=1 if verbose >= 2 else 0,
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
                                                     checkpoint_score_order=space.mode)))

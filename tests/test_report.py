@@ -19,6 +19,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from search import report
+from search.stats import NO_DIFFERENCE
 from spaces import load_space
 from trainable.config import from_dict, to_dict
 
@@ -179,7 +180,8 @@ def test_plots_are_images_and_importances_sum_to_one(tpe):
 @pytest.mark.slow
 def test_report_files_are_logged_to_the_parent_run(tpe):
     logged = {f.path for f in tpe["client"].list_artifacts(tpe["parent"].info.run_id, "report")}
-    assert logged == {"report/report.md", "report/curves.png", "report/importances.png", "report/trials.csv"}
+    assert logged == {"report/report.md", "report/curves.png", "report/importances.png", "report/trials.csv",
+                      "report/cost.png", "report/effect.png"}
     local = tpe["client"].download_artifacts(tpe["parent"].info.run_id, "report/report.md", str(tpe["folder"]))
     with open(local) as fh:
         assert fh.read() == tpe["markdown"]
@@ -199,7 +201,7 @@ def test_seed_repeats_are_grouped_and_tested(seeds):
     assert verdict["n"] == "3" and verdict["test"] == "paired t-test over 3 seeds"
     # CPU training is deterministic per seed here (two searches gave identical numbers),
     # so this verdict is a fixed fact of these runs, not a 95%-of-the-time event.
-    assert verdict["verdict"] == f"**{report.NO_DIFFERENCE}**"
+    assert verdict["verdict"] == f"**{NO_DIFFERENCE}**"
     # The delta and its CI are the paired ones, recomputed here from MLflow's numbers.
     by_seed = {}
     for run in seeds["trials"].values():
@@ -210,6 +212,13 @@ def test_seed_repeats_are_grouped_and_tested(seeds):
     low, high = (float(x) for x in verdict["Δ [95% CI]"].split("[")[1].rstrip("]").split(","))
     assert low <= 0 <= high  # the overlap the verdict is about
     assert_png(seeds["out"] / "curves.png")
+    # The effect chart draws that comparison: the seed statistics' delta and interval.
+    assert_png(seeds["out"] / "effect.png") and "![effect](effect.png)" in seeds["markdown"]
+    record = report.load_search(seeds["client"], seeds["parent"], load_space(seeds["space"]), "test")
+    configs = report.group_configs(record)
+    (effect,) = report.effects(record, configs, report.seed_statistics(record, configs))
+    assert effect.n == 3 and f"{effect.delta:+.2f} [{effect.ci_low:+.2f}, {effect.ci_high:+.2f}]" == \
+        verdict["Δ [95% CI]"]
 
 
 # --- errors: one line, exit code 2 ----------------------------------------------------------
@@ -282,10 +291,43 @@ def test_interrupted_asha_search_with_every_outcome(tmp_path):
     assert "Over seeds" not in markdown  # nothing repeated
     importances, note = report.param_importances(report.load_search(client, parent, space, "x"))
     assert "3 completed" in note and abs(sum(importances.values()) - 1) < 1e-6
-    for name in ("curves.png", "importances.png"):
+    for name in ("curves.png", "importances.png", "cost.png", "effect.png"):
         assert_png(out / name)
+        assert f"]({name})" in markdown
     logged = {f.path for f in client.list_artifacts(parent.info.run_id, "report")}
-    assert "report/report.md" in logged and "report/curves.png" in logged
+    assert {"report/report.md", "report/curves.png", "report/cost.png", "report/effect.png"} <= logged
+    # Completed configurations only, in both charts: cost = 2.0 s/epoch each, as logged above.
+    record = report.load_search(client, parent, space, "x")
+    configs = report.group_configs(record)
+    points = report.cost_points(record, configs)
+    assert sorted((report.config_label(c), s, v) for c, s, v in points) == [
+        ("baseline (mixup_alpha=0, lr=0.1)", 2.0, 60.0), ("mixup_alpha=0.2, lr=0.1", 2.0, 65.0),
+        ("mixup_alpha=0.8, lr=0.2", 2.0, 50.0)]
+    # One run each: deltas without intervals, worst first (the chart draws the best on top).
+    assert [(e.label, e.delta, e.ci_low) for e in report.effects(record, configs, None)] == [
+        ("mixup_alpha=0.8, lr=0.2", -10.0, None), ("mixup_alpha=0.2, lr=0.1", 5.0, None)]
+
+
+def test_pareto_front_is_the_best_value_for_its_cost():
+    points = [(1.0, 50.0), (2.0, 60.0), (2.0, 55.0), (3.0, 58.0), (1.5, 50.0), (4.0, 70.0), (4.0, 70.0),
+              (0.5, 10.0)]
+    # (2, 55) costs as much as (2, 60) for less; (3, 58) costs more than (2, 60) for less; (1.5, 50) costs
+    # more than (1, 50) for the same. The two (4, 70) are the same point: neither beats the other.
+    assert report.pareto_front(points) == [7, 0, 1, 5, 6]
+    assert report.pareto_front([]) == [] and report.pareto_front([(3.0, 1.0)]) == [0]
+
+
+def test_pareto_front_agrees_with_the_definition_on_random_points():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        # Few distinct values, so ties in cost and in value are common.
+        points = [(rng.randint(1, 6) / 2, rng.randint(0, 8) * 5.0) for _ in range(rng.randint(1, 12))]
+        # The definition, pair by pair: beaten by a point at most as costly, at least as good, not equal.
+        unbeaten = [i for i, p in enumerate(points) if not any(q[0] <= p[0] and q[1] >= p[1] and q != p
+                                                              for q in points)]
+        assert sorted(report.pareto_front(points)) == unbeaten
 
 
 def test_importances_skipped_with_fewer_than_three_finished_trials(tmp_path):

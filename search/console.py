@@ -1,0 +1,422 @@
+"""What a person sees while a search runs: one compact view instead of Ray's log.
+
+``SearchConsole`` is a Ray Tune ``Callback`` in the driver. It keeps, per phase, a small
+model of the trials (searched values, epoch, metric by epoch, outcome) and shows:
+
+- a progress bar over the phase's budget in trial-epochs, with elapsed time and ETA.
+  The budget is trials x max_epochs; when ASHA stops a trial (or one fails) its unrun
+  epochs leave the budget, so the bar ends at 100 % and the ETA shrinks with it;
+- the running and finished trials: searched values, epoch, metric, outcome
+  (completed / stopped early / failed);
+- the best completed trial against the baseline at the same epoch.
+
+Two renderings of the same model:
+
+- stdout is a terminal: a block redrawn in place (at most once a second, and on every
+  trial event), cut to the terminal's size;
+- anything else (a CI log, ``| tee``, a file): one line per event (a trial starts, reports
+  an epoch, ends), nothing redrawn. ``--verbose`` uses this form too, since Ray's own
+  boxes are printed between the lines then.
+
+Phases. A search is one phase, started by the runner::
+
+    console = SearchConsole(metric="val_top1", mode="max", baseline_key=..., max_epochs=6)
+    console.start_phase("search", budget_trial_epochs=12 * 6, detail="12 trials x up to 6 epochs")
+    Tuner(..., run_config=RunConfig(callbacks=[tracker, console])).fit()
+
+A later stage with a Tuner of its own (e.g. a confirmation that re-runs the top
+configurations over seeds) calls ``start_phase`` again before its ``fit()``, with its own
+budget, and passes the same console. Results from then on count towards the new phase;
+each earlier phase stays on screen as one line ("search  done  32/72 trial-epochs in 5m41s").
+``note(text)`` prints a line above the live block (the dashboard address, say).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from ray import tune
+
+from search.domains import is_baseline
+from search.labels import trial_label
+from search.tracking import trial_outcome
+
+# trial_outcome's tags -> the words shown; "retrying" while Ray restarts a raising trial.
+OUTCOME_WORDS = {"completed": "completed", "stopped_early": "stopped early", "nonfinite_loss": "failed (NaN loss)",
+                 "error": "failed"}
+ENDED_EARLY = ("stopped early", "failed (NaN loss)", "failed")
+REDRAW_SECONDS = 1.0  # elapsed time and ETA move; more often than once a second only flickers
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    label: str
+    baseline: bool
+    status: str = "pending"  # pending | running | retrying | one of OUTCOME_WORDS' values
+    values: dict[int, float] = field(default_factory=dict)  # the metric by epoch
+
+    @property
+    def epoch(self) -> int:
+        return max(self.values, default=0)
+
+    @property
+    def last(self) -> float | None:
+        return self.values.get(self.epoch)
+
+
+@dataclass
+class Phase:
+    name: str
+    budget: int  # trial-epochs if every trial ran to max_epochs
+    max_epochs: int
+    started: float  # time.monotonic()
+    detail: str = ""
+    rows: dict[str, TrialRow] = field(default_factory=dict)
+    epochs_before: int = 0  # done before this process started (a resumed search): not in the ETA's rate
+    ended: float | None = None
+
+    def done(self) -> int:
+        return sum(r.epoch for r in self.rows.values())
+
+    def total(self) -> int:
+        """The budget less the epochs trials that ended early will never run."""
+        released = sum(self.max_epochs - r.epoch for r in self.rows.values() if r.status in ENDED_EARLY)
+        return max(self.done(), self.budget - released, 1)
+
+    def eta(self, now: float) -> float | None:
+        ran = self.done() - self.epochs_before
+        if ran <= 0:
+            return None
+        return (now - self.started) / ran * (self.total() - self.done())
+
+    def best(self, mode: str) -> TrialRow | None:
+        sign = 1 if mode == "max" else -1
+        done = [r for r in self.rows.values() if r.status == "completed" and r.last is not None]
+        return max(done, key=lambda r: sign * r.last, default=None)
+
+    def baseline(self) -> TrialRow | None:
+        return next((r for r in self.rows.values() if r.baseline), None)
+
+
+# --- pure formatting -----------------------------------------------------------------------
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def bar(done: int, total: int, width: int = 20) -> str:
+    filled = min(width, round(width * done / total)) if total else 0
+    return "█" * filled + "░" * (width - filled)
+
+
+def progress(phase: Phase, now: float) -> str:
+    done, total = phase.done(), phase.total()
+    if phase.ended is not None:
+        return f"{done}/{total} trial-epochs in {duration(phase.ended - phase.started)}"
+    return (f"{done}/{total} trial-epochs ({100 * done // total}%), {duration(now - phase.started)} elapsed, "
+            f"ETA {duration(phase.eta(now))}")
+
+
+def best_line(phase: Phase, metric: str, mode: str) -> str:
+    best, base = phase.best(mode), phase.baseline()
+    if best is None:
+        if base is not None and base.last is not None:
+            return (f"best      none completed yet; baseline {metric} {base.last:.2f} "
+                    f"at epoch {base.epoch}/{phase.max_epochs}")
+        return "best      none completed yet"
+    text = f"best      {best.label}: {metric} {best.last:.2f}"
+    if best.baseline:
+        return text + " (the baseline)"
+    ref = base.values.get(best.epoch) if base is not None else None
+    if ref is None:
+        return text + " (baseline still running)"
+    return text + f", baseline {ref:.2f}, delta {best.last - ref:+.2f}"
+
+
+def trial_table(phase: Phase, metric: str, mode: str, max_rows: int) -> list[str]:
+    """One line per trial; when they do not fit, the running ones and the best finished."""
+    rows = list(phase.rows.values())
+    hidden = 0
+    if len(rows) > max_rows:
+        sign = 1 if mode == "max" else -1
+        live = [r for r in rows if r.status in ("running", "retrying", "pending")]
+        ended = sorted((r for r in rows if r not in live), key=lambda r: -sign * (r.last or 0))
+        keep = set(map(id, (live + ended)[:max(0, max_rows - 1)]))
+        hidden = len(rows) - len(keep)
+        rows = [r for r in rows if id(r) in keep]
+    width = min(48, max((len(r.label) for r in rows), default=6))
+    lines = [f"  {'trial':<8}  {'config':<{width}}  {'epoch':>5}  {metric:>9}  outcome"]
+    for r in rows:
+        value = f"{r.last:.2f}" if r.last is not None else "—"
+        label = r.label if len(r.label) <= width else r.label[:width - 1] + "…"
+        lines.append(f"  {r.trial_id:<8}  {label:<{width}}  {r.epoch:>2}/{phase.max_epochs:<2}  {value:>9}  {r.status}")
+    if hidden:
+        lines.append(f"  … {hidden} more finished trials (the whole table: make report)")
+    return lines
+
+
+# --- the callback ------------------------------------------------------------------------------
+
+class SearchConsole(tune.Callback):
+    """Progress of a search (and of any later phase) on stdout; see the module docstring."""
+
+    def __init__(self, metric: str, mode: str, baseline_key: dict, max_epochs: int, stream=None,
+                 live: bool | None = None):
+        self.metric, self.mode, self.baseline_key, self.max_epochs = metric, mode, baseline_key, max_epochs
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty() if live is None else live
+        self.phases: list[Phase] = []
+        self._drawn = 0  # lines of the live block now on screen
+        self._last_draw = 0.0
+
+    def __getstate__(self):  # Ray pickles callbacks with the experiment state; a stream does not pickle
+        return {**self.__dict__, "stream": None}
+
+    # -- the API a stage uses ---------------------------------------------------------------
+    def start_phase(self, name: str, budget_trial_epochs: int, detail: str = "", max_epochs: int | None = None):
+        now = time.monotonic()
+        if self.phases and self.phases[-1].ended is None:
+            self.phases[-1].ended = now
+        phase = Phase(name, budget_trial_epochs, max_epochs or self.max_epochs, now, detail)
+        self.phases.append(phase)
+        if self.live:
+            self._redraw()
+        else:
+            self._line(f"{name}: {detail + ', ' if detail else ''}at most {budget_trial_epochs} trial-epochs; "
+                       f"{self.metric} ({self.mode})", stamp=False)
+        return phase
+
+    def note(self, text: str) -> None:
+        """A line that stays, printed above the live block."""
+        if self.live:
+            self._clear()
+            self._write(text + "\n")
+            self._redraw()
+        else:
+            self._line(text, stamp=False)
+
+    # -- Ray Tune events ------------------------------------------------------------------------
+    def on_step_begin(self, iteration, trials, **info):
+        self._sync(trials)
+
+    def on_step_end(self, iteration, trials, **info):
+        if self.live and time.monotonic() - self._last_draw >= REDRAW_SECONDS:
+            self._redraw()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        row = self._row(trial)
+        row.status = "running"
+        self._event(f"{self._kind('start')} {row.trial_id}  {row.label}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        row = self._row(trial)
+        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        value = result.get(self.metric)
+        if not epoch or not isinstance(value, (int, float)) or epoch in row.values:
+            return  # no epoch, or a retried trial replaying one it reported already
+        row.values[epoch] = float(value)
+        row.status = "running"
+        phase = self._phase()
+        self._event(f"{self._kind(f'epoch {epoch}/{phase.max_epochs}')} {row.trial_id}  {self.metric} {value:.2f}   "
+                    f"[{bar(phase.done(), phase.total(), 10)}] {progress(phase, time.monotonic())}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._end(trial, OUTCOME_WORDS[trial_outcome(trial.last_result, self._phase().max_epochs)[1]])
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._end(trial, "failed")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        row = self._row(trial)
+        row.status = "retrying"
+        self._event(f"{self._kind('retrying')} {row.trial_id}  failure {trial.num_failures}, from its last checkpoint")
+
+    def on_experiment_end(self, trials, **info):
+        phase = self._phase()
+        phase.ended = time.monotonic()
+        if self.live:
+            self._redraw()
+        else:
+            self._line(f"{phase.name} done: {progress(phase, phase.ended)}")
+
+    # -- model ------------------------------------------------------------------------------------
+    def _phase(self) -> Phase:
+        if not self.phases:  # a Tuner run without start_phase: a phase with an unknown budget
+            self.start_phase("search", 0)
+        return self.phases[-1]
+
+    def _row(self, trial) -> TrialRow:
+        rows = self._phase().rows
+        if trial.trial_id not in rows:
+            rows[trial.trial_id] = TrialRow(trial.trial_id, trial_label(trial.config, self._is_baseline(trial)),
+                                            self._is_baseline(trial))
+        return rows[trial.trial_id]
+
+    def _is_baseline(self, trial) -> bool:
+        return is_baseline(trial.config, self.baseline_key)
+
+    def _sync(self, trials) -> None:
+        """Trials this process never saw start: restored by a resumed search (with their epochs)."""
+        phase = self._phase()
+        for trial in trials:
+            if trial.trial_id in phase.rows:
+                continue
+            row = self._row(trial)
+            result = trial.last_result or {}
+            if result.get("epoch") and isinstance(result.get(self.metric), (int, float)):
+                row.values[int(result["epoch"])] = float(result[self.metric])
+                phase.epochs_before += row.epoch
+            if trial.status == "TERMINATED" and row.epoch:
+                row.status = OUTCOME_WORDS[trial_outcome(result, phase.max_epochs)[1]]
+            elif trial.status == "ERROR":
+                row.status = "failed"
+
+    def _end(self, trial, status: str) -> None:
+        phase = self._phase()
+        before = phase.best(self.mode)
+        row = self._row(trial)
+        row.status = status
+        value = f"{self.metric} {row.last:.2f} at epoch {row.epoch}/{phase.max_epochs}" if row.last is not None \
+            else "no epoch reported"
+        text = f"{self._kind(status)} {row.trial_id}  {value}"
+        best = phase.best(self.mode)
+        if best is row and best is not before:
+            text += f"\n{'':>8}{best_line(phase, self.metric, self.mode)}"
+        self._event(text)
+
+    # -- output -----------------------------------------------------------------------------------
+    def _kind(self, word: str) -> str:
+        """The event column, as wide as "stopped early" or "epoch 12/12", so trial ids line up."""
+        m = self._phase().max_epochs
+        return f"{word:<{max(13, len(f'epoch {m}/{m}'))}}"
+
+    def _event(self, text: str) -> None:
+        if self.live:
+            self._redraw()
+        else:
+            self._line(text)
+
+    def _line(self, text: str, stamp: bool = True) -> None:
+        if stamp and self.phases:
+            text = f"{duration(time.monotonic() - self.phases[-1].started):>6}  {text}"
+        self._write(text + "\n")
+
+    def _write(self, text: str) -> None:
+        if self.stream is None:  # unpickled in a process that did not set it up: show nothing
+            return
+        self.stream.write(text)
+        self.stream.flush()
+
+    def _block(self) -> list[str]:
+        size = shutil.get_terminal_size((100, 30))
+        now = time.monotonic()
+        lines = [f"{p.name:<8}  done  {progress(p, now)}" for p in self.phases[:-1]]
+        phase = self.phases[-1]
+        lines.append(f"{phase.name:<8}  [{bar(phase.done(), phase.total())}]  {progress(phase, now)}")
+        lines += trial_table(phase, self.metric, self.mode, max_rows=max(3, size.lines - len(lines) - 4))
+        lines.append(best_line(phase, self.metric, self.mode))
+        return [line if len(line) < size.columns else line[:size.columns - 2] + "…" for line in lines]
+
+    def _clear(self) -> None:
+        if self._drawn:
+            # To the start of the block's first line, then erase to the end of the screen.
+            self._write(f"\x1b[{self._drawn}F\x1b[J")
+            self._drawn = 0
+
+    def _redraw(self) -> None:
+        if not self.phases or self.stream is None:
+            return
+        lines = self._block()
+        self._clear()
+        self._write("\n".join(lines) + "\n")
+        self._drawn = len(lines)
+        self._last_draw = time.monotonic()
+
+
+def for_search(space, baseline_key: dict, trials: int, verbose: int) -> SearchConsole:
+    """The console of one search, its first phase started. verbose: 0 shows nothing (make bench),
+    1 the live view, 2 line by line (Ray prints its boxes in between then)."""
+    console = SearchConsole(space.metric, space.mode, baseline_key, space.max_epochs,
+                            stream=sys.stdout if verbose else io.StringIO(), live=False if verbose >= 2 else None)
+    early = " (ASHA stops weak ones early)" if space.scheduler != "none" else ""
+    console.start_phase("search", trials * space.max_epochs,
+                        detail=f"{space.name}, {trials} trials x up to {space.max_epochs} epochs{early}")
+    return console
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def quiet_libraries() -> None:
+    """Lines the libraries print once per search that say nothing about it (not under --verbose)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory"
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial MLflow database tables"
+    # ray.init's "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled
+    # to opt out": tricktune keeps authentication on, and prints how to sign in with --dashboard.
+    auth = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _DropMessage) for f in auth.filters):  # once, if main() runs again in-process
+        auth.addFilter(_DropMessage("Token authentication is enabled for this Ray cluster"))
+
+
+def quiet_worker() -> None:
+    """Run in each Ray worker as it starts (runtime_env worker_process_setup_hook, search/runner.py):
+    Ray Train's INFO lines, one "Checkpoint successfully created at: ..." per epoch per trial,
+    stay out of the forwarded output; warnings and errors still come through."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+
+
+# --- the Ray dashboard -------------------------------------------------------------------------
+
+def dashboard_sign_in(url: str, tty: bool) -> list[str]:
+    """Where the dashboard is and how to get past Ray 2.60's "Authentication Token Required".
+
+    Ray's dashboard asks for the cluster's token (a field, then Submit; it keeps it in a
+    cookie). ``ray get-auth-token`` prints it (RAY_AUTH_TOKEN, else the file in
+    RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token, which ray.init wrote for a local cluster).
+    The token itself is printed only to a terminal, never into a log or a pipe.
+    """
+    address = url if "://" in url else f"http://{url}"
+    lines = [f"Ray dashboard  {address}"]
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() == "disabled":
+        return lines + ["               no sign-in: token authentication is off (RAY_AUTH_MODE=disabled)"]
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")  # the venv's, next to this Python
+    command = f"{ray_cli} get-auth-token"
+    token = _auth_token(ray_cli) if tty else None
+    if token:
+        return lines + [f"               sign in with the token {token}  (again: {command})"]
+    return lines + [f"               sign in with the token that `{command}` prints"]
+
+
+def _auth_token(ray_cli: str) -> str | None:
+    try:
+        out = subprocess.run([ray_cli, "get-auth-token"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+__all__ = ["SearchConsole", "Phase", "TrialRow", "bar", "best_line", "dashboard_sign_in", "duration", "for_search",
+           "progress", "quiet_libraries", "quiet_worker", "trial_table"]

@@ -232,6 +232,8 @@ class SearchConsole(tune.Callback):
         row.values[epoch] = float(value)
         row.status = "running"
         phase = self._phase()
+        if epoch >= phase.max_epochs and not self.live:
+            return  # its "completed" line follows at once, with the value and the progress
         self._event(f"{self._kind(f'epoch {epoch}/{phase.max_epochs}')} {row.trial_id}  {self.metric} {value:.2f}   "
                     f"[{bar(phase.done(), phase.total(), 10)}] {progress(phase, time.monotonic())}")
 
@@ -293,9 +295,11 @@ class SearchConsole(tune.Callback):
         row.status = status
         value = f"{self.metric} {row.last:.2f} at epoch {row.epoch}/{phase.max_epochs}" if row.last is not None \
             else "no epoch reported"
-        text = f"{self._kind(status)} {row.trial_id}  {value}"
+        text = f"{self._kind(status)} {row.trial_id}  {value}   [{bar(phase.done(), phase.total(), 10)}] " \
+               f"{progress(phase, time.monotonic())}"
         best = phase.best(self.mode)
-        if best is row and best is not before:
+        # The best so far matters while searching; a confirmation's answer is the summary's verdict.
+        if best is row and best is not before and phase.name == "search":
             text += f"\n{'':>8}{best_line(phase, self.metric, self.mode)}"
         self._event(text)
 

@@ -12,6 +12,7 @@ import signal
 import threading
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from search.domains import baseline_key, is_baseline
 from search.ray_private import asha_time_attr_and_max_t, run_config_callbacks
@@ -139,7 +140,12 @@ def new_tuner(path: str, fn, param_space: dict, space: Space, search_alg, trial_
             # No metric/mode here: the searcher ranks on the space's metric, ASHA on its rung
             # metric (scheduler()), and Ray refuses one given both here and there.
             search_alg=search_alg, scheduler=trial_scheduler, num_samples=num_samples,
-            max_concurrent_trials=space.max_concurrent),
+            # Ray ignores (and warns about) a limit on its variant generator: the trials' CPUs
+            # and GPUs bound a grid's concurrency there.
+            max_concurrent_trials=None if isinstance(search_alg, BasicVariantGenerator) else space.max_concurrent,
+            # A finished trial's worker runs the next one: no new process, no second torch import
+            # (seconds per trial on a small machine; 21 trials in a default search).
+            reuse_actors=True),
         run_config=tune.RunConfig(
             # verbose 2 (--verbose): Ray's own boxes too; else tricktune's console says it all.
             name=os.path.basename(path), storage_path=os.path.dirname(path), callbacks=callbacks,

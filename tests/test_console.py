@@ -230,11 +230,16 @@ def test_smoke_search_without_a_terminal_prints_a_short_log(smoke_outputs):
     assert len(lines) <= 40, f"{len(lines)} lines"
     assert lines[0] == ("search: mixup_alpha, 3 trials x up to 2 epochs (ASHA stops weak ones early), at most 6 "
                         "trial-epochs; val_top1 (max)")
-    progress = [line for line in lines if re.search(r"epoch \d/2 .* \[[█░]{10}\] \d/\d trial-epochs", line)]
-    assert 3 <= len(progress) <= 6  # one per epoch reported: 3 trials, 1 or 2 epochs each
-    assert sum(" start " in line for line in lines) == 3
+    # One progress line per epoch reported (the last one is its trial's "completed" line): the
+    # search's 3 trials of 1 or 2 epochs, then the confirmation's 4 runs of 2.
+    progress = [line for line in lines if re.search(r"(epoch \d/2|completed|stopped early) .* \[[█░]{10}\] "
+                                                    r"\d/\d trial-epochs", line)]
+    assert 3 + 8 <= len(progress) <= 6 + 8
+    assert sum(" start " in line for line in lines) == 3 + 4  # the search's trials, then the confirmation's runs
     assert re.search(r"search done: \d/\d trial-epochs in", output)
-    for summary in ("search mixup_alpha: 3 trials", "best trial ", "baseline     val_top1",
+    assert re.search(r"confirm done: 8/8 trial-epochs in", output)
+    for summary in ("search mixup_alpha on recipe fashion_mnist_resnet20: 3 trials", "best single run ",
+                    "baseline run    val_top1", "confirmed over seeds 1000, 1001", "winner ",
                     "runs: http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"):
         assert summary in output
     for noise in ("Checkpoint successfully created", "Trial status", "╭", "View detailed results",

@@ -39,16 +39,20 @@ def tiny():
 
 def tiny_space_yaml(question: str, params: dict, *, samples: int, epochs: int, train_subset: int = 256,
                     fixed: dict | None = None, grace_period: int = 1, max_concurrent: int = 2,
-                    cpus_per_trial: float = 1, scheduler: str = "asha", **sections) -> str:
+                    cpus_per_trial: float = 1, scheduler: str = "asha", confirm_seeds: int = 0,
+                    **sections) -> str:
     """The text of a seconds-per-trial search space for the end-to-end tests (search, report,
     faults): the embedded images shrunk as in TINY, the rest as a space file writes it.
-    ``sections``: further top-level keys, e.g. ``baseline`` or ``variants``."""
+    ``sections``: further top-level keys, e.g. ``baseline`` or ``variants``. No confirmation
+    stage unless asked for (``confirm_seeds``, or ``--confirm-seeds`` on the command line):
+    tests/test_confirm.py tests it; the others test the search phase."""
     import yaml
 
     doc = {"metric": "val_top1", "mode": "max",
            "fixed": {"train_subset": train_subset, "val_subset": 128, "batch_size": 64, **(fixed or {})},
            "params": params, **sections,
            "budget": {"num_samples": samples, "max_epochs": epochs, "grace_period": grace_period,
-                      "reduction_factor": 3, "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial},
+                      "reduction_factor": 3, "max_concurrent": max_concurrent, "cpus_per_trial": cpus_per_trial,
+                      "confirm_seeds": confirm_seeds},
            "scheduler": scheduler, "seed": 0}
     return f"# Question: {question}\n# Run: python -m search <this file>\n" + yaml.safe_dump(doc, sort_keys=False)

@@ -60,7 +60,9 @@ def prepare_space(opts: SearchOptions) -> Space:
     budget = {}
     if opts.smoke:
         # A GPU recipe's smoke run on a machine without one checks the path on the CPU.
-        fixed = {**SMOKE_FIXED, **({"device": "cpu"} if space.gpus_per_trial and not _has_gpu() else {}), **fixed}
+        # The smoke's slice, never more than the recipe itself trains on (the default: 300 images).
+        shrunk = {k: min(v, space.fixed.get(k) or v) for k, v in SMOKE_FIXED.items()}
+        fixed = {**shrunk, **({"device": "cpu"} if space.gpus_per_trial and not _has_gpu() else {}), **fixed}
         budget = {k: min(v, getattr(space, k)) for k, v in SMOKE_BUDGET.items()}
         budget["grace_period"] = min(budget["grace_period"], budget["max_epochs"])
         if space.baseline.get("warmup_epochs") and "warmup_epochs" not in space.params:

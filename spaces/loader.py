@@ -45,7 +45,12 @@ def build(path: pathlib.Path, raw: dict, recipe: Recipe, question: str, command:
     metric, mode = validate.metric_and_mode(file, raw)
     budget_raw = validate.mapping(file, "budget", raw["budget"], "{num_samples: 12}")
     validate.known_budget_keys(file, budget_raw)
-    budget = validate.budget({**validate.BUDGET_DEFAULTS, **recipe.budget, **budget_raw}, file)
+    merged = {**validate.BUDGET_DEFAULTS, **recipe.budget, **budget_raw}
+    if "max_epochs" in budget_raw and "grace_period" not in budget_raw:
+        # A space that trains shorter than its recipe: ASHA cannot wait longer than a trial runs.
+        merged["grace_period"] = min(merged["grace_period"], validate.budget_int(file, "max_epochs",
+                                                                                 budget_raw["max_epochs"]))
+    budget = validate.budget(merged, file)
     scheduler, seed = validate.scheduler_and_seed(file, raw)
     params_raw = validate.mapping(file, "params", raw["params"], "{mixup_alpha: {type: uniform, low: 0.0, high: 1.0}}")
     own_fixed = validate.mapping(file, "fixed", raw.get("fixed"), "{hflip: true}")

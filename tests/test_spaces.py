@@ -501,7 +501,9 @@ def test_every_space_asks_its_question_on_every_recipe(recipe, tmp_path):
 
 def test_relative_bounds_follow_the_recipe_and_a_set_value():
     space = load_space("schedule")  # min_lr up to lr/10, warmup up to a quarter of training
-    assert (space.params["min_lr"].high, space.params["warmup_epochs"].high) == (0.01, 1.5)
+    recipe = load_recipe(DEFAULT_RECIPE)
+    assert (space.params["min_lr"].high, space.params["warmup_epochs"].high) == pytest.approx(
+        (recipe.fixed["lr"] / 10, recipe.budget["max_epochs"] / 4))
     assert "0x-0.1x lr" in space.params["min_lr"].describe()
     shorter = space.override(fixed={"epochs": "2", "lr": "0.05"})
     assert (shorter.params["min_lr"].high, shorter.params["warmup_epochs"].high) == (0.005, 0.5)

@@ -57,6 +57,7 @@ from search.bench_cache import bench_cache
 from search.bench_common import CORES, Figure
 from search.bench_common import paired_ratio as _paired_ratio
 from search.bench_common import rounds as _rounds
+from search.bench_common import said as _said
 from search.bench_common import say as _say
 from search.bench_common import space_file as _space_file
 from search.bench_common import spread as _spread
@@ -186,8 +187,6 @@ def bench_loop(quick: bool) -> list[Figure]:
 # --- 2. framework overhead ------------------------------------------------------------------
 
 def bench_overhead(quick: bool) -> list[Figure]:
-    from search.runner import SearchOptions, run_search
-
     n, epochs, rounds = (256, 1, 1) if quick else (1500, 3, 2)
     fixed = {"train_subset": n, "val_subset": 500 if not quick else 128, "device": "cpu"}
     tmp = tempfile.mkdtemp(prefix="tricktune-bench-")
@@ -202,44 +201,19 @@ def bench_overhead(quick: bool) -> list[Figure]:
     cfg = dataclasses.replace(space.trial_config({"lr": 0.1}), epochs=epochs, threads=1)
     _say(f"[2 overhead] {n} images x {epochs} epochs, 1 thread each; {rounds} rounds of run_search (Ray Tune + "
          "Optuna + MLflow, 1 trial, scheduler none) with a fit()-alone twin started when the trial starts")
-    ratios, epoch_ratios, outside, background, fixed_cost = [], [], [], [], []
-    ctx = multiprocessing.get_context("spawn")
+    rounds_measured = []
     try:
         for r in range(rounds):
-            storage = os.path.join(tmp, f"ray{r}")
-            # A fresh process per round, as the trial gets a fresh Ray worker: both pay the
-            # first-training warm-up. Its imports happen before the clock, as the worker's do.
-            with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx, initializer=_warm_worker) as pool:
-                pool.submit(time.sleep, 0).result()
-                twin_pids = set(pool._processes)
-                # Side by side, not one after the other: the twin runs the same config in a
-                # plain process during the same seconds, so whatever else loads the machine
-                # slows both alike. It starts when Ray writes the trial's params.json.
-                started = os.path.join(storage, "*", "run_trial_*", "params.json")
-                twin = pool.submit(_twin_fit, cfg, started)
-                # Ray's daemons' and the driver's CPU while the trial trains: what competes
-                # with it. (The once-per-search start-up is timed on its own below.)
-                window: dict = {}
-                watcher = threading.Thread(target=_watch_background, args=(started, twin, twin_pids, window))
-                watcher.start()
-                t0 = time.perf_counter()
-                summary = run_search(SearchOptions(space=space_file, overrides={}, storage=storage,
-                                                   tracking_uri=f"sqlite:///{tmp}/mlflow.db", verbose=0))
-                wall = time.perf_counter() - t0
-                alone = twin.result()
-                watcher.join()
-                background.append(window.get("share", 0.0))
-            trial = _only_trial_result(summary["results"])
-            ratios.append(trial["time_total_s"] / alone["wall"])
-            epoch_ratios.append(statistics.mean(trial["epoch_seconds"]) / statistics.mean(alone["epoch_seconds"]))
-            outside.append(((trial["time_total_s"] - sum(trial["epoch_seconds"])) / epochs,
-                            (alone["wall"] - sum(alone["epoch_seconds"])) / epochs))
-            fixed_cost.append(wall - trial["time_total_s"])
-            _say(f"  round {r + 1}: trial {trial['time_total_s']:.1f} s, fit() twin {alone['wall']:.1f} s: "
-                 f"{ratios[-1]:.3f}x; epochs {_seconds(trial['epoch_seconds'])} vs {_seconds(alone['epoch_seconds'])}; "
-                 f"run_search call {wall:.1f} s; Ray + driver CPU while it trained {background[-1]:.0%} of a core")
+            rounds_measured.append(_overhead_round(os.path.join(tmp, f"ray{r}"), space_file, cfg, tmp))
+            m = rounds_measured[-1]
+            _say(f"  round {r + 1}: trial {m['trial']:.1f} s, fit() twin {m['alone']:.1f} s: {m['ratio']:.3f}x; "
+                 f"epochs {_seconds(m['trial_epochs'])} vs {_seconds(m['alone_epochs'])}; run_search call "
+                 f"{m['wall']:.1f} s; Ray + driver CPU while it trained {m['background']:.0%} of a core")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    ratios, epoch_ratios, background, fixed_cost = ([m[k] for m in rounds_measured]
+                                                    for k in ("ratio", "epoch_ratio", "background", "fixed_cost"))
+    outside = [(m["trial_outside"], m["alone_outside"]) for m in rounds_measured]
     paired = statistics.median(ratios)
     # The pairing cancels load that slows both sides, and that includes Ray's own daemons
     # and the driver's Tune loop; add their CPU back as a share of the machine's cores.
@@ -256,11 +230,47 @@ def bench_overhead(quick: bool) -> list[Figure]:
              f"fit() {statistics.median(o[1] for o in outside):.2f} s",
              f"once per search, outside the trial (Tuner and trial start-up, MLflow runs, summary): "
              f"{statistics.median(fixed_cost):.1f} s; Ray itself was started once before"]
-    for line in lines:
-        _say("  " + line)
-    return [Figure("2. trial-epoch in a search vs fit() alone, wall time", f"{whole:.3f}x", "<= 1.05x",
-                   whole <= 1.05, lines),
-            Figure("2b. same, training epoch_seconds only", f"{statistics.median(epoch_ratios):.3f}x", "info", None)]
+    return _said(lines, Figure("2. trial-epoch in a search vs fit() alone, wall time", f"{whole:.3f}x", "<= 1.05x",
+                               whole <= 1.05, lines),
+                 Figure("2b. same, training epoch_seconds only", f"{statistics.median(epoch_ratios):.3f}x", "info",
+                        None))
+
+
+def _overhead_round(storage: str, space_file: str, cfg: TrainConfig, tmp: str) -> dict:
+    """One run_search of the one-trial space, with its fit() twin running alongside."""
+    from search.runner import SearchOptions, run_search
+
+    ctx = multiprocessing.get_context("spawn")
+    # A fresh process per round, as the trial gets a fresh Ray worker: both pay the
+    # first-training warm-up. Its imports happen before the clock, as the worker's do.
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx, initializer=_warm_worker) as pool:
+        pool.submit(time.sleep, 0).result()
+        twin_pids = set(pool._processes)
+        # Side by side, not one after the other: the twin runs the same config in a plain
+        # process during the same seconds, so whatever else loads the machine slows both
+        # alike. It starts when Ray writes the trial's params.json.
+        started = os.path.join(storage, "*", "run_trial_*", "params.json")
+        twin = pool.submit(_twin_fit, cfg, started)
+        # Ray's daemons' and the driver's CPU while the trial trains: what competes with it.
+        # (The once-per-search start-up is timed on its own.)
+        window: dict = {}
+        watcher = threading.Thread(target=_watch_background, args=(started, twin, twin_pids, window))
+        watcher.start()
+        t0 = time.perf_counter()
+        summary = run_search(SearchOptions(space=space_file, overrides={}, storage=storage,
+                                           tracking_uri=f"sqlite:///{tmp}/mlflow.db", verbose=0))
+        wall = time.perf_counter() - t0
+        alone = twin.result()
+        watcher.join()
+    trial = _only_trial_result(summary["results"])
+    epochs = len(trial["epoch_seconds"])
+    return {"trial": trial["time_total_s"], "alone": alone["wall"], "wall": wall,
+            "ratio": trial["time_total_s"] / alone["wall"],
+            "epoch_ratio": statistics.mean(trial["epoch_seconds"]) / statistics.mean(alone["epoch_seconds"]),
+            "trial_outside": (trial["time_total_s"] - sum(trial["epoch_seconds"])) / epochs,
+            "alone_outside": (alone["wall"] - sum(alone["epoch_seconds"])) / epochs,
+            "trial_epochs": trial["epoch_seconds"], "alone_epochs": alone["epoch_seconds"],
+            "background": window.get("share", 0.0), "fixed_cost": wall - trial["time_total_s"]}
 
 
 def _watch_background(started_glob: str, twin, exclude: set[int], out: dict) -> None:

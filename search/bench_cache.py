@@ -62,12 +62,12 @@ def _images_per_second(batches, cpu_per_image: list[float]) -> float:
     return seen / seconds
 
 
-def bench_cache(quick: bool) -> list[Figure]:
-    from search.bench import Figure, _load, _paired_ratio, _rounds, _say, _spread
+def _measure(classes: int, train_per_class: int, rounds: int) -> dict:
+    """Rounds of one pass each way over a generated CUB-shaped folder, in a cold cache of its own."""
+    from search.bench import _rounds, _say
     from search.synthetic_cub import CUB_SIZE, write_cub_folder
     from trainable import folder_cache
 
-    classes, train_per_class, rounds = (10, 2, 1) if quick else (200, 3, 5)
     tmp = tempfile.mkdtemp(prefix="tricktune-bench-cache-")
     saved_env, saved_threads = os.environ.get(folder_cache.CACHE_ENV), torch.get_num_threads()
     os.environ[folder_cache.CACHE_ENV] = os.path.join(tmp, "cache")  # a cold cache, and none left behind
@@ -84,7 +84,6 @@ def bench_cache(quick: bool) -> list[Figure]:
                                                                "DataLoader val")}
         cached = _cached_path(cfg, cpu)  # decodes every image once, into the cache
         build, build_cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        n_all = cached["n"]
         loaders = _imagefolder_loaders(cfg, root, cpu)
         arms = {"cache train": cached["train"], "DataLoader train": loaders["train"],
                 "cache val": cached["val"], "DataLoader val": loaders["val"]}
@@ -101,6 +100,17 @@ def bench_cache(quick: bool) -> list[Figure]:
         else:
             os.environ[folder_cache.CACHE_ENV] = saved_env
         shutil.rmtree(tmp, ignore_errors=True)
+    return {"measured": measured, "cpu": cpu, "cfg": cfg, "n_all": cached["n"], "per_image": per_image,
+            "build": build, "build_cpu": build_cpu}
+
+
+def bench_cache(quick: bool) -> list[Figure]:
+    classes, train_per_class, rounds = (10, 2, 1) if quick else (200, 3, 5)
+    m = _measure(classes, train_per_class, rounds)
+    measured, cpu, cfg, n_all, per_image = m["measured"], m["cpu"], m["cfg"], m["n_all"], m["per_image"]
+    build, build_cpu = m["build"], m["build_cpu"]
+    from search.bench import Figure, _load, _paired_ratio, _spread
+
     train = _paired_ratio(measured["cache train"], measured["DataLoader train"])
     val = _paired_ratio(measured["cache val"], measured["DataLoader val"])
     decodes = SEARCH_TRIALS * SEARCH_EPOCHS * n_all
@@ -121,11 +131,12 @@ def bench_cache(quick: bool) -> list[Figure]:
              f"decodes once: {build_cpu:.1f} CPU-s, {build:.1f} s wall ({_load()} load)",
              f"the same search on the real CUB-200 (11,788 images): {cub:,} decodes = {cub * per_image / 3600:.1f} "
              f"CPU-hours on the DataLoader path, {11788 * per_image / 60:.1f} CPU-min once with the cache"]
-    for line in lines:
-        _say("  " + line)
-    return [Figure("7. folder cache vs ImageFolder + DataLoader, training images/s", f"{train:.2f}x", ">= 5x",
-                   train >= 5.0, lines),
-            Figure("7b. folder cache vs ImageFolder + DataLoader, validation images/s", f"{val:.2f}x", "info", None)]
+    from search.bench_common import said
+
+    return said(lines, Figure("7. folder cache vs ImageFolder + DataLoader, training images/s", f"{train:.2f}x",
+                              ">= 5x", train >= 5.0, lines),
+                Figure("7b. folder cache vs ImageFolder + DataLoader, validation images/s", f"{val:.2f}x", "info",
+                       None))
 
 
 def _cpu_comparison(cache: list[float], loader: list[float]) -> str:

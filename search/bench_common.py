@@ -33,6 +33,13 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
+def said(lines: list[str], *figures: Figure) -> list[Figure]:
+    """Print a figure's detail lines (indented) and return its table rows."""
+    for line in lines:
+        say("  " + line)
+    return list(figures)
+
+
 def paired_ratio(a: list[float], b: list[float]) -> float:
     """Median over rounds of a/b: each round's two arms ran minutes apart at most, so their
     ratio is far steadier than either absolute number on a machine other jobs share."""
@@ -98,4 +105,4 @@ def space_file(folder: str, figure: str, question: str, *, fixed: dict, params: 
 
 
 
-__all__ = ["CORES", "Figure", "say", "paired_ratio", "spread", "start_ray", "stop_ray", "rounds", "space_file"]
+__all__ = ["CORES", "Figure", "say", "said", "paired_ratio", "spread", "start_ray", "stop_ray", "rounds", "space_file"]

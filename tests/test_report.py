@@ -26,7 +26,7 @@ from trainable.config import from_dict, to_dict
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MIXUP_LR = {"mixup_alpha": {"type": "uniform", "low": 0.0, "high": 1.0},
-            "lr": {"type": "loguniform", "low": 0.03, "high": 0.3}}
+            "lr": {"type": "loguniform", "low": 0.3, "high": 3.0, "relative_to": "lr"}}
 
 
 def space_text(question: str, samples: int, scheduler: str, params: dict = MIXUP_LR, **sections) -> str:

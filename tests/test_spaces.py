@@ -105,7 +105,7 @@ def test_ablation_is_a_grid_of_variants_and_seeds():
     space = load_space("ablation")
     assert space.searcher == "grid" and space.scheduler == "none"
     assert list(space.variants)[0] == "baseline" and space.variants["baseline"] == {}
-    assert space.params["seed"] == Param("seed", "grid", values=(0, 1, 2))
+    assert space.params["seed"] == Param("seed", "grid", values=(0, 1, 2, 3, 4))
     cfg = space.trial_config({"seed": 2, "variant": "mixup"})
     assert cfg.mixup_alpha == 0.2 and cfg.seed == 2
     assert space.trial_config({"seed": 0, "variant": "baseline"}).mixup_alpha == 0.0

@@ -112,11 +112,12 @@ def test_pick_takes_the_best_finished_distinct_configurations_after_the_baseline
         return SimpleNamespace(config={"mixup_alpha": alpha, "lr": lr},
                                metrics={"val_top1": value, "epoch": epoch, "trial_id": f"t{alpha}"})
 
-    results = [result(0.0, 0.1, 90.0), result(0.2, 0.1, 80.0), result(0.3, 0.1, 85.0, epoch=1),
+    base_lr = space.baseline["lr"]  # the recipe's lr
+    results = [result(0.0, base_lr, 90.0), result(0.2, 0.1, 80.0), result(0.3, 0.1, 85.0, epoch=1),
                result(0.4, 0.1, 70.0), result(0.2, 0.1, 79.0), result(0.5, 0.1, 60.0)]
     picked = confirm.pick(results, space, top=2)
     assert [c.label for c in picked] == ["baseline", "mixup_alpha=0.2 lr=0.1", "mixup_alpha=0.4 lr=0.1"]
-    assert picked[0].values == {"mixup_alpha": 0.0, "lr": 0.1}  # the baseline, however it ranked
+    assert picked[0].values == {"mixup_alpha": 0.0, "lr": base_lr}  # the baseline, however it ranked
     assert picked[1].search_value == 80.0
 
 

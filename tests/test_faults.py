@@ -289,7 +289,7 @@ def test_mlflow_outage_mid_search_loses_nothing(tmp_path, monkeypatch):
         output = finish(proc, tmp_path)
         assert proc.returncode == 0, output[-3000:]
         assert "MLflow unreachable" in output and "search.tracking import" in output
-        assert "best trial" in output  # the summary still prints
+        assert "best single run" in output  # the summary still prints
         (pending,) = glob.glob(str(tmp_path / "ray" / "*" / "mlflow_pending.jsonl"))
 
         server = _mlflow_server(tmp_path, port)  # back on the same port and store

@@ -19,6 +19,7 @@ from PIL import Image
 from search.synthetic_cub import write_cub_folder
 from search.teacher import teacher_argv
 from spaces import list_recipes
+from trainable.config import CHECKPOINT_FILE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,7 +75,10 @@ def test_cifar_recipes_train_on_a_32px_folder_of_their_class_count(tmp_path, rec
     # tested through local files in tests/test_data.py.
     folder = image_folder(tmp_path / "data", classes)
     params = smoke(tmp_path, recipe, folder, "dataset=imagefolder", "train_subset=20", "val_subset=20")
-    assert params["model"] == recipe.rsplit("_", 1)[1] and params["image_size"] == "32"
+    assert params["model"] == recipe.rsplit("_", 1)[1] and params["image_size"] == "0"  # 0: the images' own
+    # ...which the trials chose from the folder: the 32 px of its images, as their checkpoints record.
+    states = list((tmp_path / "ray").rglob(CHECKPOINT_FILE))
+    assert states and {torch.load(p, weights_only=False)["data"]["image_size"] for p in states} == {32}
     if recipe == "cifar100_resnet50":  # its 5 warmup epochs of 200, shrunk with --smoke's 2 epochs
         assert (params["warmup_epochs"], params["augment"]) == ("0.05", "autoaugment")
     assert params["batch_size"] == "64"  # smoke's; the recipe's own is in its file

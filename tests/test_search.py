@@ -49,7 +49,7 @@ def test_real_search_records_every_trial_in_mlflow(tmp_path):
     out = subprocess.run(search_cmd(space, tmp_path), capture_output=True, text=True, cwd=ROOT,
                          env=search_env(tmp_path), timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "best trial" in out.stdout and "baseline     val_top1" in out.stdout
+    assert "best single run" in out.stdout and "baseline run    val_top1" in out.stdout
 
     client, parents, trials = trial_runs(tmp_path)
     (parent,) = parents

@@ -141,9 +141,11 @@ def _space_yaml(path: str, trials: int, at_once: int, gpus: float, cpus: float, 
     import yaml
 
     doc = {"metric": "val_top1", "mode": "max", "fixed": {k: v for k, v in fixed.items() if k != "epochs"},
-           "params": {"lr": {"type": "loguniform", "low": 0.03, "high": 0.3}},
+           # A decade around the recipe's lr, so its baseline is inside the domain.
+           "params": {"lr": {"type": "loguniform", "low": 0.3, "high": 3.0, "relative_to": "lr"}},
+           # Packing is measured on the search phase alone: no confirmation runs.
            "budget": {"num_samples": trials, "max_epochs": fixed["epochs"], "max_concurrent": at_once,
-                      "cpus_per_trial": cpus, "gpus_per_trial": gpus},
+                      "cpus_per_trial": cpus, "gpus_per_trial": gpus, "confirm_seeds": 0},
            "scheduler": "none", "seed": 0}
     with open(path, "w") as fh:
         fh.write(f"# Question: trial-epochs per minute with {at_once} trial(s) at once x {gpus:g} GPU "

@@ -133,4 +133,4 @@ def test_quick_ray_figures_run_a_real_search():
     assert "trial-epochs until a trial finished within 0.5" in run.stdout
     assert "| 3. ASHA+TPE vs random, trial-epochs to a near-best config |" in run.stdout
     assert "Spearman of each epoch's value with the final val_top1 ranking" in run.stdout
-    assert "| 6. first rung (epoch " in run.stdout and "noise floor" in run.stdout
+    assert "| 6. first rung (val_loss at epoch " in run.stdout and "noise floor" in run.stdout

@@ -141,11 +141,15 @@ def test_mlflow_opens_the_search_on_its_runs_table(tmp_path, browser, mlflow_ui)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # a model-training experiment
     runs = client.search_runs([exp.experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("tricktune_role") == "search"]
-    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(trials) == 3
-    names = sorted(r.info.run_name for r in trials)
-    assert "baseline: mixup_alpha=0 lr=0.1" in names
-    assert all(re.fullmatch(r"(baseline: )?mixup_alpha=[\d.e-]+ lr=[\d.e-]+", n) for n in names), names
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    trials = [r for r in children if r.data.tags.get("stage") == "search"]
+    confirms = [r for r in children if r.data.tags.get("stage") == "confirm"]
+    assert len(trials) == 3 and len(confirms) in (2, 4)  # the best (if any finished) and the baseline x 2 seeds
+    names = sorted(r.info.run_name for r in children)
+    assert "baseline: mixup_alpha=0 lr=0.025" in names  # the recipe's lr
+    label = r"(baseline|(baseline: )?mixup_alpha=[\d.e-]+ lr=[\d.e-]+)"
+    assert all(re.fullmatch(label, r.info.run_name) for r in trials), names
+    assert all(re.fullmatch(rf"confirm {label} seed=100[01]", r.info.run_name) for r in confirms), names
 
     base = mlflow_ui()
     wait_until(lambda: answers(f"{base}/health"), 180, "mlflow ui to answer")
@@ -158,11 +162,13 @@ def test_mlflow_opens_the_search_on_its_runs_table(tmp_path, browser, mlflow_ui)
     assert page.get_by_text("Token Usage").count() == 0
     header = page.locator('.ag-header-cell[col-id="metrics.`val_top1`"]')
     assert header.is_visible() and header.inner_text().strip() == "val_top1"
-    # Trials are listed flat under their search (not collapsed into the parent), best val_top1 first.
+    # Trials (search and confirmation runs) are listed flat under their search (not collapsed
+    # into the parent), best val_top1 first, then the parent.
     shown = [name for _, name in sorted(page.evaluate(ROW_NAMES))]
-    top1 = {r.info.run_name: r.data.metrics["val_top1"] for r in trials}
-    assert sorted(shown[:3]) == names and shown[3] == parent.info.run_name, shown
-    assert [top1[n] for n in shown[:3]] == sorted(top1.values(), reverse=True)
+    top1 = {r.info.run_name: r.data.metrics["val_top1"] for r in children}
+    k = len(children)
+    assert sorted(shown[:k]) == names and shown[k] == parent.info.run_name, shown
+    assert [top1[n] for n in shown[:k]] == sorted(top1.values(), reverse=True)
     close = page.get_by_role("button", name="Close")  # the "MLflow Assistant" side panel, for the picture
     if close.count() == 1:
         close.click()

@@ -59,7 +59,7 @@ test: $(STAMP) ## the test suite (fast tests; what CI runs first)
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP) ## the slow end-to-end tests (real searches, interruptions, a 2-node cluster, the browser)
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow --durations=10
 
 test-browser: $(STAMP) ## MLflow's runs view and the Ray dashboard in Debian's chromium; screenshots in reports/screenshots/
 	TRICKTUNE_SCREENSHOTS=reports/screenshots $(PY) -m pytest -q -m slow tests/test_browser.py -rs

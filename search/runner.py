@@ -202,8 +202,10 @@ def confirm_phase(space: Space, opts: SearchOptions, state: dict, exp_path: str,
     tracker, console = callbacks
     tracker.start_stage("confirm", by_label)
     console.baseline_key = {confirm.CANDIDATE_KEY: confirm.BASELINE}
+    best = (f"{len(candidates) - 1} best + the baseline" if len(candidates) > 1 else
+            "the baseline alone (no other configuration finished the search phase)")
     console.start_phase("confirm", len(candidates) * len(seed_list) * space.max_epochs,
-                        detail=f"{len(candidates) - 1} best + the baseline x seeds {seed_list}, every run to the end")
+                        detail=f"{best} x seeds {seed_list}, every run to the end")
     path = os.path.join(exp_path, "confirm")
     fn, domains = tuners.trainable(space, by_label), confirm.param_space(candidates, seed_list)
     if tune.Tuner.can_restore(path):

@@ -42,10 +42,11 @@ def smoke(tmp_path, recipe: str, data_dir, *sets: str):
            "TRICKTUNE_FOLDER_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
     args = [arg for kv in ("amp=off", "train_subset=0", "val_subset=0", *sets) for arg in ("--set", kv)]
     out = subprocess.run([sys.executable, "-m", "search", "mixup_alpha", "--recipe", recipe, "--data-dir",
-                          str(data_dir), "--smoke", "--storage", str(tmp_path / "ray"), *args],
+                          str(data_dir), "--smoke", "--storage", str(tmp_path / "ray"),
+                          "--confirm-seeds", "0", *args],  # the confirmation stage: tests/test_confirm.py
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    assert f"on recipe {recipe}" in out.stdout and "confirmed over seeds" in out.stdout
+    assert f"on recipe {recipe}" in out.stdout and "best single run" in out.stdout
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("tricktune/mixup_alpha").experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("tricktune_role") == "search"]

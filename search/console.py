@@ -37,6 +37,7 @@ import io
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -146,6 +147,20 @@ def best_line(phase: Phase, metric: str, mode: str) -> str:
     if ref is None:
         return text + " (baseline still running)"
     return text + f", baseline {ref:.2f}, delta {best.last - ref:+.2f}"
+
+
+def means_line(phase: Phase, metric: str, mode: str) -> str:
+    """The confirmation's running answer: each configuration's mean over its completed seeds
+    (one seed's best run is not the answer; the summary adds the CI and the verdict)."""
+    done: dict[str, list[float]] = {}
+    for row in phase.rows.values():
+        if row.status == "completed" and row.last is not None:
+            done.setdefault(row.label.rsplit(" seed=", 1)[0], []).append(row.last)
+    if not done:
+        return "means     none completed yet"
+    sign = 1 if mode == "max" else -1
+    ranked = sorted(done.items(), key=lambda kv: -sign * statistics.fmean(kv[1]))
+    return f"means     {metric}: " + ", ".join(f"{k} {statistics.fmean(v):.2f} (n={len(v)})" for k, v in ranked)
 
 
 def trial_table(phase: Phase, metric: str, mode: str, max_rows: int) -> list[str]:
@@ -333,7 +348,8 @@ class SearchConsole(tune.Callback):
         phase = self.phases[-1]
         lines.append(f"{phase.name:<8}  [{bar(phase.done(), phase.total())}]  {progress(phase, now)}")
         lines += trial_table(phase, self.metric, self.mode, max_rows=max(3, size.lines - len(lines) - 4))
-        lines.append(best_line(phase, self.metric, self.mode))
+        answer = means_line if phase.name == "confirm" else best_line
+        lines.append(answer(phase, self.metric, self.mode))
         return [line if len(line) < size.columns else line[:size.columns - 2] + "…" for line in lines]
 
     def _clear(self) -> None:
@@ -422,5 +438,6 @@ def _auth_token(ray_cli: str) -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
-__all__ = ["SearchConsole", "Phase", "TrialRow", "bar", "best_line", "dashboard_sign_in", "duration", "for_search",
+__all__ = ["SearchConsole", "Phase", "TrialRow", "bar", "best_line", "means_line", "dashboard_sign_in", "duration",
+           "for_search",
            "progress", "quiet_libraries", "quiet_worker", "trial_table"]

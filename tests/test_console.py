@@ -16,7 +16,16 @@ import sys
 import pytest
 from ray.tune.experiment import Trial
 
-from search.console import Phase, SearchConsole, TrialRow, best_line, dashboard_sign_in, duration, trial_table
+from search.console import (
+    Phase,
+    SearchConsole,
+    TrialRow,
+    best_line,
+    dashboard_sign_in,
+    duration,
+    means_line,
+    trial_table,
+)
 from search.labels import trial_label
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,6 +60,18 @@ def test_best_is_a_completed_trial_compared_with_the_baseline_at_its_epoch():
     phase.rows["base"].status = "completed"
     assert best_line(phase, "val_top1", "max") == "best      good: val_top1 61.50, baseline 60.00, delta +1.50"
     assert phase.best("min").trial_id == "base"
+
+
+def test_the_confirmation_shows_each_configurations_mean_over_its_completed_seeds():
+    phase = Phase("confirm", budget=4 * 2, max_epochs=2, started=0.0)
+    assert means_line(phase, "val_top1", "max") == "means     none completed yet"
+    phase.rows = {"b0": TrialRow("b0", "baseline seed=1000", True, "completed", {1: 50.0, 2: 70.0}),
+                  "b1": TrialRow("b1", "baseline seed=1001", True, "completed", {1: 50.0, 2: 74.0}),
+                  "m0": TrialRow("m0", "mixup_alpha=0.2 seed=1000", False, "completed", {1: 40.0, 2: 75.0}),
+                  "m1": TrialRow("m1", "mixup_alpha=0.2 seed=1001", False, "running", {1: 99.0})}  # not yet
+    assert means_line(phase, "val_top1", "max") == \
+        "means     val_top1: mixup_alpha=0.2 75.00 (n=1), baseline 72.00 (n=2)"
+    assert means_line(phase, "val_loss", "min").startswith("means     val_loss: baseline 72.00 (n=2)")
 
 
 def test_a_table_that_does_not_fit_keeps_the_running_trials_and_the_best_finished():

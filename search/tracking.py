@@ -120,6 +120,8 @@ class MlflowWriter:
         self.experiment_id = experiment_id
         self.pending_path = pending_path
         self.run_ids: dict[str, str] = {}
+        # Per run, the (metric, step) pairs it holds: a value is logged once per epoch (below).
+        self.logged: dict[str, set[tuple[str, int]]] = {}
         self._queue: queue.Queue[_Op | None] = queue.Queue()
         self._backlog: list[_Op] = []
         self._thread: threading.Thread | None = None
@@ -225,8 +227,7 @@ class MlflowWriter:
                     and self._backlog[n].run_key == op.run_key and len(batch) < _MAX_METRICS - 20:
                 batch.extend(self._backlog[n].payload["metrics"])
                 n += 1
-            self._client.log_batch(self._run_id(op.run_key),
-                                   metrics=[Metric(k, float(v), ts, step) for k, v, ts, step in batch])
+            self._log_new_metrics(op.run_key, batch)
             del self._backlog[:n]
             return
         if op.kind == "create":
@@ -247,6 +248,25 @@ class MlflowWriter:
             self._client.log_artifacts(self._run_id(op.run_key), op.payload["path"], op.payload.get("dest"))
         self._backlog.pop(0)
 
+    def _log_new_metrics(self, run_key: str, batch: list) -> None:
+        """Log each (metric, epoch) a run does not hold yet. A retried or resumed trial replays
+        the epochs after the last checkpoint Ray had registered (a worker that died between
+        saving a checkpoint and Ray recording it, a search stopped mid-epoch and resumed); the
+        replay is the same training (every epoch is seeded by (seed, epoch)), so keep the first."""
+        run_id, held = self._run_id(run_key), self.logged.setdefault(run_key, set())
+        fresh = {}
+        for k, v, ts, step in batch:
+            if (k, step) not in held:
+                fresh.setdefault((k, step), Metric(k, float(v), ts, step))
+        if fresh:
+            self._client.log_batch(run_id, metrics=list(fresh.values()))
+            held.update(fresh)
+
+    def _held_metrics(self, run) -> set[tuple[str, int]]:
+        """The (metric, step) pairs an existing run holds (a resumed search writes into it again)."""
+        return {(k, m.step) for k in run.data.metrics
+                for m in self._client.get_metric_history(run.info.run_id, k)}
+
     def _create(self, op: _Op) -> None:
         if op.run_key in self.run_ids:
             return
@@ -258,6 +278,7 @@ class MlflowWriter:
         found = self._client.search_runs(
             [self.experiment_id], filter_string=f"tags.tricktune_run_key = '{op.run_key}'", max_results=1)
         if found:  # a resumed search: keep writing into the trial's run, never a second one
+            self.logged[op.run_key] = self._held_metrics(found[0])
             self.run_ids[op.run_key] = found[0].info.run_id
             return
         tags["tricktune_run_key"] = op.run_key
@@ -305,7 +326,6 @@ class MlflowTracker(tune.Callback):
         self.writer: MlflowWriter | None = None
         self.stage, self.candidates = "search", None
         self.trial_status: dict[str, str] = {}
-        self.last_epoch: dict[str, int] = {}  # per trial, the newest epoch sent to MLflow
 
     def __getstate__(self):  # Ray pickles callbacks into the experiment state for restore
         state = dict(self.__dict__)
@@ -368,13 +388,7 @@ class MlflowTracker(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._ensure_started(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        if step <= self.last_epoch.get(trial.trial_id, 0):
-            # A retried trial replays the epochs after its last checkpoint Ray had registered:
-            # a worker that dies between saving a checkpoint and Ray recording it (a node lost,
-            # the OOM killer) restarts one checkpoint earlier, or from scratch. The replay is
-            # the same training (every epoch is seeded by (seed, epoch)), so log each epoch once.
-            return
-        self.last_epoch[trial.trial_id] = step
+        # A replayed epoch (a retried or resumed trial) is dropped by the writer: each once.
         ts = int(time.time() * 1000)
         metrics = [(k, v, ts, step) for k, v in result.items()
                    if k in _METRIC_KEYS and isinstance(v, (int, float)) and v == v]

@@ -49,3 +49,29 @@ def test_unreachable_server_spools_records_and_import_sends_them(tmp_path, monke
     (run,) = MlflowClient(store).search_runs([exp])
     assert run.info.status == "FINISHED"
     assert [m.value for m in MlflowClient(store).get_metric_history(run.info.run_id, "val_top1")] == [51, 52, 53]
+
+
+def test_a_replayed_epoch_is_logged_once_in_the_same_process_and_after_a_resume(tmp_path):
+    # A retried trial replays epochs from its last registered checkpoint; a resumed search (a
+    # new process, a new writer) can replay an epoch the stopped one had already sent.
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    exp = MlflowClient(uri).create_experiment("t")
+    first = MlflowWriter(uri, exp, pending_path=str(tmp_path / "pending.jsonl"))
+    first.start()
+    first.put(_Op("create", "trial_c", {"tags": {"mlflow.runName": "trial_c"}}))
+    for epoch in (1, 2, 1, 2):  # a retry within the process
+        first.put(_Op("metrics", "trial_c", {"metrics": [("val_top1", 50.0 + epoch, 0, epoch),
+                                                         ("val_loss", 2.0 - epoch / 10, 0, epoch)]}))
+    first.close()
+    resumed = MlflowWriter(uri, exp, pending_path=str(tmp_path / "pending.jsonl"))
+    resumed.start()
+    resumed.put(_Op("create", "trial_c", {"tags": {"mlflow.runName": "trial_c"}}))
+    for epoch in (2, 3):  # epoch 2 replayed from the epoch-1 checkpoint, then a new epoch 3
+        resumed.put(_Op("metrics", "trial_c", {"metrics": [("val_top1", 60.0 + epoch, 0, epoch),
+                                                           ("val_loss", 1.0, 0, epoch)]}))
+    resumed.close()
+    assert resumed.run_ids["trial_c"] == first.run_ids["trial_c"]
+    client = MlflowClient(uri)
+    top1 = [(m.step, m.value) for m in client.get_metric_history(first.run_ids["trial_c"], "val_top1")]
+    assert sorted(top1) == [(1, 51.0), (2, 52.0), (3, 63.0)]  # the first value of each epoch kept
+    assert sorted(m.step for m in client.get_metric_history(first.run_ids["trial_c"], "val_loss")) == [1, 2, 3]

@@ -62,15 +62,17 @@ class TrialRow:
     label: str
     baseline: bool
     status: str = "pending"  # pending | running | retrying | one of OUTCOME_WORDS' values
-    values: dict[int, float] = field(default_factory=dict)  # the metric by epoch
+    values: dict[int, float] = field(default_factory=dict)  # the metric by (validated) epoch
+    epoch: int = 0  # epochs trained (a confirmation run validates only some: eval_every)
 
     @property
-    def epoch(self) -> int:
+    def validated(self) -> int:
+        """The last epoch with a metric value (0: none yet)."""
         return max(self.values, default=0)
 
     @property
     def last(self) -> float | None:
-        return self.values.get(self.epoch)
+        return self.values.get(self.validated)
 
 
 @dataclass
@@ -138,12 +140,12 @@ def best_line(phase: Phase, metric: str, mode: str) -> str:
     if best is None:
         if base is not None and base.last is not None:
             return (f"best      none completed yet; baseline {metric} {base.last:.2f} "
-                    f"at epoch {base.epoch}/{phase.max_epochs}")
+                    f"at epoch {base.validated}/{phase.max_epochs}")
         return "best      none completed yet"
     text = f"best      {best.label}: {metric} {best.last:.2f}"
     if best.baseline:
         return text + " (the baseline)"
-    ref = base.values.get(best.epoch) if base is not None else None
+    ref = base.values.get(best.validated) if base is not None else None
     if ref is None:
         return text + " (baseline still running)"
     return text + f", baseline {ref:.2f}, delta {best.last - ref:+.2f}"
@@ -242,10 +244,12 @@ class SearchConsole(tune.Callback):
         row = self._row(trial)
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         value = result.get(self.metric)
-        if not epoch or not isinstance(value, (int, float)) or epoch in row.values:
+        if not epoch or epoch <= row.epoch:
             return  # no epoch, or a retried trial replaying one it reported already
+        row.epoch, row.status = epoch, "running"
+        if not isinstance(value, (int, float)):
+            return  # an epoch not validated (eval_every): progress only
         row.values[epoch] = float(value)
-        row.status = "running"
         phase = self._phase()
         if epoch >= phase.max_epochs and not self.live:
             return  # its "completed" line follows at once, with the value and the progress
@@ -295,9 +299,11 @@ class SearchConsole(tune.Callback):
                 continue
             row = self._row(trial)
             result = trial.last_result or {}
-            if result.get("epoch") and isinstance(result.get(self.metric), (int, float)):
-                row.values[int(result["epoch"])] = float(result[self.metric])
+            if result.get("epoch"):
+                row.epoch = int(result["epoch"])
                 phase.epochs_before += row.epoch
+                if isinstance(result.get(self.metric), (int, float)):
+                    row.values[row.epoch] = float(result[self.metric])
             if trial.status == "TERMINATED" and row.epoch:
                 row.status = OUTCOME_WORDS[trial_outcome(result, phase.max_epochs)[1]]
             elif trial.status == "ERROR":
@@ -308,7 +314,7 @@ class SearchConsole(tune.Callback):
         before = phase.best(self.mode)
         row = self._row(trial)
         row.status = status
-        value = f"{self.metric} {row.last:.2f} at epoch {row.epoch}/{phase.max_epochs}" if row.last is not None \
+        value = f"{self.metric} {row.last:.2f} at epoch {row.validated}/{phase.max_epochs}" if row.last is not None \
             else "no epoch reported"
         text = f"{self._kind(status)} {row.trial_id}  {value}   [{bar(phase.done(), phase.total(), 10)}] " \
                f"{progress(phase, time.monotonic())}"

@@ -63,8 +63,9 @@ class TrialRun:
 
     @property
     def epochs(self) -> int:
-        """The last epoch this trial reported (0: it never finished one)."""
-        return max((step for step, _ in self.curves.get("val_top1", [])), default=0)
+        """The last epoch this trial reported (0: it never finished one); any metric counts, as
+        a run with eval_every > 1 (a confirmation run) logs val_* only after some epochs."""
+        return max((step for points in self.curves.values() for step, _ in points), default=0)
 
     def final(self, metric: str) -> float | None:
         points = self.curves.get(metric)  # sorted by epoch

@@ -198,7 +198,8 @@ def confirm_phase(space: Space, opts: SearchOptions, state: dict, exp_path: str,
                      confirm_seed_list=confirm.seeds(space.confirm_seeds))
         records.save_state(exp_path, state)
     candidates = [confirm.Candidate(**c) for c in state["candidates"]]
-    seed_list, by_label = state["confirm_seed_list"], {c.label: c.values for c in candidates}
+    seed_list = state["confirm_seed_list"]
+    by_label = {c.label: {**c.values, "eval_every": confirm.EVAL_EVERY} for c in candidates}
     tracker, console = callbacks
     tracker.start_stage("confirm", by_label)
     console.baseline_key = {confirm.CANDIDATE_KEY: confirm.BASELINE}
@@ -212,7 +213,7 @@ def confirm_phase(space: Space, opts: SearchOptions, state: dict, exp_path: str,
         tuner = tuners.restore(path, fn, domains, callbacks)
     else:
         tuner = tuners.new_tuner(path, fn, domains, space, BasicVariantGenerator(), FIFOScheduler(), 1, callbacks,
-                                 opts.verbose, opts.max_failures)
+                                 opts.verbose, opts.max_failures, keep_best=False)
     confirm_results = tuner.fit()
     interrupted = _unfinished(confirm_results, len(candidates) * len(seed_list), tracker)
     finals: dict[str, dict[int, float]] = {c.label: {} for c in candidates}

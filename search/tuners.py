@@ -130,9 +130,15 @@ def restore(path: str, fn, param_space: dict, callbacks: list):
 
 
 def new_tuner(path: str, fn, param_space: dict, space: Space, search_alg, trial_scheduler, num_samples: int,
-              callbacks: list, verbose: int, max_failures: int):
-    """A Tuner writing its experiment to ``path`` (a folder: storage/name)."""
+              callbacks: list, verbose: int, max_failures: int, keep_best: bool = True):
+    """A Tuner writing its experiment to ``path`` (a folder: storage/name). ``keep_best``: keep
+    each trial's best checkpoint besides its latest (the search phase's winner is logged);
+    otherwise the latest only (a confirmation run validates only some epochs)."""
     from ray import tune
+
+    checkpoints = (tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
+                                         checkpoint_score_order=space.mode) if keep_best else
+                   tune.CheckpointConfig(num_to_keep=1))
 
     return tune.Tuner(
         fn, param_space=param_space,
@@ -151,8 +157,7 @@ def new_tuner(path: str, fn, param_space: dict, space: Space, search_alg, trial_
             name=os.path.basename(path), storage_path=os.path.dirname(path), callbacks=callbacks,
             verbose=1 if verbose >= 2 else 0,
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=space.metric,
-                                                    checkpoint_score_order=space.mode)))
+            checkpoint_config=checkpoints))
 
 
 __all__ = ["init_ray", "searcher", "scheduler", "KeepBaselineASHA", "trainable", "restore", "new_tuner"]

@@ -61,6 +61,7 @@ def build(path: pathlib.Path, raw: dict, recipe: Recipe, question: str, command:
     baseline = validate.baseline(file, raw.get("baseline"), params, fixed, recipe.fixed)
     validate.domains(file, params, baseline)
     variants = validate.variants(file, raw.get("variants"), params, baseline, recipe.name)
+    validate.rungs_validated(file, scheduler, fixed, params, variants)
     # Grid search (Ray's variant generator) when there is a grid to walk, or nothing to
     # sample; Optuna's TPE otherwise.
     grid = not params or variants or any(p.type == "grid" for p in params.values())

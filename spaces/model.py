@@ -134,6 +134,7 @@ class Space:
         validate.domains(file, params, baseline)
         for name, overrides in self.variants.items():
             validate.whole_config(file, f"variants.{name}", {**baseline, **overrides})
+        validate.rungs_validated(file, scheduler, new_fixed, params, self.variants)
         return dataclasses.replace(self, fixed=new_fixed, params=params, baseline=baseline, scheduler=scheduler,
                                    seed=seed, **merged)
 

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import pathlib
 import re
+import typing
 
 from spaces.errors import SpaceError
 from spaces.files import PROJECT_ROOT
@@ -237,6 +238,20 @@ def fixed(file: str, recipe_fixed: dict, own: dict, params_raw: dict, max_epochs
                              "remove it from fixed to search it, or from params to keep it fixed")
     own = {k: value(file, f"fixed.{k}", k, v, recipe) for k, v in own.items()}
     return {**{k: v for k, v in {**recipe_fixed, **own}.items() if k not in params_raw}, "epochs": max_epochs}
+
+
+def rungs_validated(file: str, scheduler: str, fixed_values: dict, params: typing.Iterable[str],
+                    variants: dict) -> None:
+    """ASHA ranks trials on the validation metric at its rungs: every epoch must be validated."""
+    if scheduler != "asha":
+        return
+    if "eval_every" in params:
+        raise SpaceError(file, "params.eval_every", "ASHA needs every epoch validated: search eval_every only "
+                         "with scheduler: none")
+    for where, values in [("fixed", fixed_values), *((f"variants.{n}", v) for n, v in variants.items())]:
+        if values.get("eval_every", 1) != 1:
+            raise SpaceError(file, f"{where}.eval_every", f"eval_every={values['eval_every']} leaves ASHA's rungs "
+                             "without a validation metric; keep eval_every 1, or set scheduler: none")
 
 
 def set_values(file: str, pairs: dict, recipe: str) -> dict:

@@ -160,6 +160,8 @@ def test_interrupted_during_confirmation_resumes_with_each_run_recorded_once(tmp
     assert len([r for r in every if r.data.tags.get("stage") == "search"]) == 2  # the search phase not redone
     for r in runs:
         assert r.info.status == "FINISHED" and r.data.tags["outcome"] == "completed"
-        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_top1")]
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "train_loss")]
         assert sorted(steps) == [1, 2]  # no epoch logged twice
+        # A confirmation run validates every confirm.EVAL_EVERY-th epoch and the last.
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "val_top1")] == [2]
     assert "confirmed over seeds 1000, 1001" in resumed.stdout

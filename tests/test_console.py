@@ -33,7 +33,7 @@ BASELINE = {"mixup_alpha": 0.0, "lr": 0.1}
 
 
 def row(trial_id, status, values, baseline=False):
-    return TrialRow(trial_id, trial_id, baseline, status, dict(values))
+    return TrialRow(trial_id, trial_id, baseline, status, dict(values), epoch=max(values, default=0))
 
 
 def test_budget_shrinks_by_the_epochs_of_trials_that_ended_early():
@@ -182,6 +182,20 @@ def test_a_later_phase_is_shown_as_its_own_bar():
     lines = re.split(r"\x1b\[\d+F\x1b\[J", out.getvalue())[-1].splitlines()
     assert lines[0].startswith("search    done  3/3 trial-epochs in")
     assert lines[1].startswith("confirm   [░░░░░░░░░░░░░░░░░░░░]  0/8 trial-epochs (0%)")
+
+
+def test_an_epoch_without_validation_moves_the_progress_but_prints_no_value():
+    # A confirmation run validates only some epochs (eval_every): the others still count.
+    console, out = _console(live=False)
+    trial = Trial("run_trial", config=BASELINE, stub=True)
+    console.on_trial_start(0, [trial], trial)
+    for result in ({"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.5, "val_top1": 60.0}):
+        trial.update_last_result(result)
+        console.on_trial_result(0, [trial], trial, result)
+    phase = console.phases[-1]
+    row = phase.rows[trial.trial_id]
+    assert (row.epoch, row.values, phase.done()) == (2, {2: 60.0}, 2)
+    assert not [line for line in out.getvalue().splitlines() if "epoch 1/2" in line]
 
 
 # --- MLflow: a model-training experiment, a saved runs view, the link ---------------------------

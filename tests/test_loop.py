@@ -64,6 +64,22 @@ def test_resume_after_epoch_one_matches_uninterrupted_run(tiny, tmp_path):
         assert resumed[0][key] == pytest.approx(straight[1][key], abs=1e-4), key
 
 
+def test_eval_every_validates_some_epochs_and_the_last_and_changes_nothing_else(tiny):
+    # A confirmation run validates every 5th epoch and the last: the final metrics must be those
+    # of the run that validated after every epoch (evaluation never touches training).
+    cfg = from_dict(tiny, epochs=5, mixup_alpha=0.2, ema_decay=0.9, precise_bn=64, hflip=True)
+    every, some = [], []
+    fit(cfg, lambda m, d: every.append(m))
+    fit(from_dict({**tiny, "epochs": 5, "mixup_alpha": 0.2, "ema_decay": 0.9, "precise_bn": 64, "hflip": True,
+                   "eval_every": 2}), lambda m, d: some.append(m))
+    assert [m["epoch"] for m in some] == [1, 2, 3, 4, 5]  # every epoch still reported (progress, train_loss)
+    assert [m["epoch"] for m in some if "val_top1" in m] == [2, 4, 5]
+    for a, b in zip(every, some):
+        assert a["train_loss"] == b["train_loss"] and a["lr"] == b["lr"]
+        if "val_top1" in b:
+            assert (a["val_loss"], a["val_top1"], a["val_top5"]) == (b["val_loss"], b["val_top1"], b["val_top5"])
+
+
 @pytest.mark.parametrize("override, fragment", [
     ({"mixup_alph": 0.2}, "unknown config key 'mixup_alph'; did you mean 'mixup_alpha'"),
     ({"mixup_alpha": -0.1}, "mixup_alpha=-0.1 is outside"),
@@ -73,6 +89,7 @@ def test_resume_after_epoch_one_matches_uninterrupted_run(tiny, tmp_path):
     ({"data_dir": "/nonexistent/data"}, "data_dir: no directory"),
     ({"lr": "fast"}, "lr: expected a number"),
     ({"epochs": 0}, "epochs=0 is outside"),
+    ({"eval_every": 0}, "eval_every=0 is outside"),
     ({"hflip": "maybe"}, "hflip: expected true/false"),
     ({"sam_rho": 0.05, "amp": "fp16"}, "SAM with amp=fp16"),
 ])

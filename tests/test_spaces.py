@@ -174,6 +174,14 @@ def test_every_space_survives_a_two_epoch_smoke_override(name):
     assert space.trial_config(draw(space, 1)[0]).train_subset == 512
 
 
+def test_eval_every_needs_a_search_that_stops_nothing_early(tmp_path):
+    # ASHA ranks at its rungs on the validation metric; without ASHA a search may validate less.
+    with pytest.raises(SpaceError, match="keep eval_every 1, or set scheduler: none"):
+        load_space("mixup_alpha").override(fixed={"eval_every": "5"})
+    space = load_space("mixup_alpha").override(fixed={"eval_every": "5"}, scheduler="none")
+    assert space.trial_config(space.baseline).eval_every == 5
+
+
 def test_override_lowers_the_grace_period_with_max_epochs(tmp_path):
     path = write(tmp_path, PARAMS + "budget: {num_samples: 2, max_epochs: 6, grace_period: 3}\n")
     space = load_space(str(path)).override(max_epochs=2)
@@ -327,6 +335,8 @@ BAD = [
      "of asha, none"),
     ("scheduler-in-budget", PARAMS + "budget: {num_samples: 2, max_epochs: 2, scheduler: none}\n",
      "`scheduler` is a top-level key"),
+    ("eval-every-under-asha", GOOD + "fixed: {eval_every: 2}\n",
+     "fixed.eval_every: eval_every=2 leaves ASHA's rungs without a validation metric"),
 ]
 
 

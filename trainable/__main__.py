@@ -47,10 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(metrics), flush=True)
         else:
-            print(f"epoch {metrics['epoch']:>3}/{cfg.epochs}  train_loss {metrics['train_loss']:.4f}  "
-                  f"val_loss {metrics['val_loss']:.4f}  val_top1 {metrics['val_top1']:6.2f}  "
-                  f"val_top5 {metrics['val_top5']:6.2f}  lr {metrics['lr']:.4g}  "
-                  f"{metrics['epoch_seconds']:.1f}s  {metrics['images_per_second']:.0f} img/s", flush=True)
+            val = (f"val_loss {metrics['val_loss']:.4f}  val_top1 {metrics['val_top1']:6.2f}  "
+                   f"val_top5 {metrics['val_top5']:6.2f}  " if "val_loss" in metrics else "")  # eval_every
+            print(f"epoch {metrics['epoch']:>3}/{cfg.epochs}  train_loss {metrics['train_loss']:.4f}  {val}"
+                  f"lr {metrics['lr']:.4g}  {metrics['epoch_seconds']:.1f}s  "
+                  f"{metrics['images_per_second']:.0f} img/s", flush=True)
         if keep:
             os.makedirs(keep, exist_ok=True)
             kept = os.path.join(keep, CHECKPOINT_FILE)

@@ -101,6 +101,10 @@ class TrainConfig:
     sam_rho: float = 0.0  # SAM neighbourhood radius (Foret et al. 2021); 0.05 is their CIFAR value; 0 = off
     batch_size: int = 128
     epochs: int = 10
+    # Validate after every Nth epoch and after the last; 1 = every epoch. A run nobody stops
+    # early (a confirmation run) needs only its final value, and validation (with precise BN)
+    # is about half of a small-data epoch on the CPU.
+    eval_every: int = 1
 
     # --- learning-rate schedule (stepped per optimizer step) ------------------------
     schedule: str = "cosine"
@@ -315,6 +319,7 @@ def validate(cfg: TrainConfig) -> None:
                 "precise_bn"):
         _range(cfg, key, 0)
     _range(cfg, "epochs", 1, fix="train for at least one epoch")
+    _range(cfg, "eval_every", 1, fix="1 validates after every epoch")
     _range(cfg, "batch_size", 1)
     _range(cfg, "lr", 0, low_open=True, fix="the learning rate must be positive")
     _range(cfg, "min_lr", 0)

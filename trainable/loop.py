@@ -219,6 +219,12 @@ def evaluate(model: nn.Module, batches, amp: str, device: torch.device, channels
     return {"val_loss": loss_sum / total, "val_top1": 100.0 * top1 / total, "val_top5": 100.0 * top5 / total}
 
 
+def validates(cfg: TrainConfig, epoch: int) -> bool:
+    """Is epoch ``epoch`` (1-based) validated: every ``eval_every``-th, and always the last.
+    Skipping one changes nothing else (evaluation never touches the live model or training's RNG)."""
+    return epoch % cfg.eval_every == 0 or epoch == cfg.epochs
+
+
 def preflight(cfg: TrainConfig) -> None:
     """Load the data and build the model (and teacher) once on the CPU, without training.
 
@@ -237,7 +243,8 @@ def preflight(cfg: TrainConfig) -> None:
 
 def fit(cfg: TrainConfig | Mapping, report: Report | None = None, *,
         resume_from: str | None = None, workdir: str | None = None) -> dict:
-    """Train per ``cfg``; after each epoch call ``report(metrics, checkpoint_dir)``.
+    """Train per ``cfg``; after each epoch call ``report(metrics, checkpoint_dir)`` (the val_*
+    metrics only after the epochs it validates: :func:`validates`).
 
     ``resume_from`` is a checkpoint directory an earlier ``fit`` reported; training
     continues after its epoch as if it had never stopped. ``workdir`` is where the
@@ -259,7 +266,7 @@ def fit(cfg: TrainConfig | Mapping, report: Report | None = None, *,
             train_loss, seen = train_one_epoch(training, data, cfg, epoch, device)
             train_seconds = time.perf_counter() - t0
             val = evaluate(eval_model(training, data, cfg, epoch, device), data.val_batches(cfg.batch_size * 2, device),
-                           cfg.amp, device, cfg.channels_last)
+                           cfg.amp, device, cfg.channels_last) if validates(cfg, epoch + 1) else {}
             metrics = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 
 from ray import tune
 
+from search import confirm
 from search.domains import is_baseline
 from search.labels import trial_label
 from search.tracking import trial_outcome
@@ -64,6 +65,7 @@ class TrialRow:
     status: str = "pending"  # pending | running | retrying | one of OUTCOME_WORDS' values
     values: dict[int, float] = field(default_factory=dict)  # the metric by (validated) epoch
     epoch: int = 0  # epochs trained (a confirmation run validates only some: eval_every)
+    configuration: str = ""  # a confirmation run's candidate (its label without the seed)
 
     @property
     def validated(self) -> int:
@@ -157,7 +159,7 @@ def means_line(phase: Phase, metric: str, mode: str) -> str:
     done: dict[str, list[float]] = {}
     for row in phase.rows.values():
         if row.status == "completed" and row.last is not None:
-            done.setdefault(row.label.rsplit(" seed=", 1)[0], []).append(row.last)
+            done.setdefault(row.configuration or row.label, []).append(row.last)
     if not done:
         return "means     none completed yet"
     sign = 1 if mode == "max" else -1
@@ -285,7 +287,8 @@ class SearchConsole(tune.Callback):
         rows = self._phase().rows
         if trial.trial_id not in rows:
             rows[trial.trial_id] = TrialRow(trial.trial_id, trial_label(trial.config, self._is_baseline(trial)),
-                                            self._is_baseline(trial))
+                                            self._is_baseline(trial),
+                                            configuration=trial.config.get(confirm.CANDIDATE_KEY, ""))
         return rows[trial.trial_id]
 
     def _is_baseline(self, trial) -> bool:

@@ -65,10 +65,14 @@ def test_best_is_a_completed_trial_compared_with_the_baseline_at_its_epoch():
 def test_the_confirmation_shows_each_configurations_mean_over_its_completed_seeds():
     phase = Phase("confirm", budget=4 * 2, max_epochs=2, started=0.0)
     assert means_line(phase, "val_top1", "max") == "means     none completed yet"
-    phase.rows = {"b0": TrialRow("b0", "baseline seed=1000", True, "completed", {1: 50.0, 2: 70.0}),
-                  "b1": TrialRow("b1", "baseline seed=1001", True, "completed", {1: 50.0, 2: 74.0}),
-                  "m0": TrialRow("m0", "mixup_alpha=0.2 seed=1000", False, "completed", {1: 40.0, 2: 75.0}),
-                  "m1": TrialRow("m1", "mixup_alpha=0.2 seed=1001", False, "running", {1: 99.0})}  # not yet
+    def run(trial_id, candidate, seed, status, values):
+        return TrialRow(trial_id, f"{candidate} seed={seed}", candidate == "baseline", status, values,
+                        epoch=max(values), configuration=candidate)
+
+    phase.rows = {"b0": run("b0", "baseline", 1000, "completed", {1: 50.0, 2: 70.0}),
+                  "b1": run("b1", "baseline", 1001, "completed", {1: 50.0, 2: 74.0}),
+                  "m0": run("m0", "mixup_alpha=0.2", 1000, "completed", {1: 40.0, 2: 75.0}),
+                  "m1": run("m1", "mixup_alpha=0.2", 1001, "running", {1: 99.0})}  # not yet
     assert means_line(phase, "val_top1", "max") == \
         "means     val_top1: mixup_alpha=0.2 75.00 (n=1), baseline 72.00 (n=2)"
     assert means_line(phase, "val_loss", "min").startswith("means     val_loss: baseline 72.00 (n=2)")

@@ -1,6 +1,6 @@
 """Every private Ray Tune attribute tricktune reads, behind one small adapter.
 
-Ray 2.x offers no public accessor for these three facts; each function below names the
+Ray 2.x offers no public accessor for these facts; each function below names the
 attribute it reads, and ``tests/test_ray_private.py`` builds the real Ray objects and
 fails loudly when an upgrade moves one, instead of a search breaking in the field.
 """
@@ -11,6 +11,21 @@ from __future__ import annotations
 def asha_time_attr_and_max_t(scheduler) -> tuple[str, int]:
     """What an ``ASHAScheduler`` counts rungs in and where it stops (``_time_attr``, ``_max_t``)."""
     return scheduler._time_attr, scheduler._max_t
+
+
+def asha_rungs(scheduler) -> list[list]:
+    """An ``ASHAScheduler``'s rungs as JSON-able data: per bracket (``_brackets``), per rung
+    (``_rungs``: (milestone, {trial_id: signed metric})), ``[milestone, {trial_id: value}]``."""
+    return [[[milestone, dict(recorded)] for milestone, recorded in bracket._rungs]
+            for bracket in scheduler._brackets]
+
+
+def set_asha_rungs(scheduler, rungs: list[list]) -> None:
+    """Put back what :func:`asha_rungs` returned, rung by rung (same milestones)."""
+    for bracket, saved in zip(scheduler._brackets, rungs):
+        by_milestone = {float(milestone): recorded for milestone, recorded in saved}
+        for milestone, recorded in bracket._rungs:
+            recorded.update(by_milestone.get(float(milestone), {}))
 
 
 def run_config_callbacks(tuner) -> list:
@@ -30,4 +45,4 @@ def trial_states(results) -> list:
     return list(results._experiment_analysis.trials)
 
 
-__all__ = ["asha_time_attr_and_max_t", "run_config_callbacks", "trial_states"]
+__all__ = ["asha_rungs", "set_asha_rungs", "asha_time_attr_and_max_t", "run_config_callbacks", "trial_states"]

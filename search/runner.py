@@ -6,6 +6,7 @@ Layout of one search on disk (``storage`` defaults to ``./ray_results``)::
                                           searcher state)
         confirm/                          Ray's experiment of the confirmation phase
         tricktune.json                    how to rebuild this search on --resume, its MLflow ids, its phase
+        asha_rungs.json                   ASHA's rungs, read back on --resume (Ray restores them empty)
         mlflow_pending.jsonl              only if MLflow was unreachable at the end
 """
 
@@ -180,7 +181,7 @@ def search_phase(space: Space, opts: SearchOptions, state: dict, exp_path: str, 
         tuner = tuners.restore(exp_path, fn, domains, callbacks)
     else:
         tuner = tuners.new_tuner(exp_path, fn, domains, space, tuners.searcher(space, baseline_point(space)),
-                                 tuners.scheduler(space), space.num_samples, callbacks, opts.verbose,
+                                 tuners.scheduler(space, exp_path), space.num_samples, callbacks, opts.verbose,
                                  opts.max_failures)
     results = tuner.fit()
     return results, _unfinished(results, space.num_samples * _grid_size(space), tracker)

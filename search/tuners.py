@@ -7,6 +7,7 @@ grid of candidates x seeds, every trial to the end. Both run ``search.trial.run_
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -15,7 +16,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from search.domains import baseline_key, is_baseline
-from search.ray_private import asha_time_attr_and_max_t, run_config_callbacks
+from search.ray_private import asha_rungs, asha_time_attr_and_max_t, run_config_callbacks, set_asha_rungs
 from spaces import Space
 from trainable.config import METRICS
 
@@ -70,11 +71,12 @@ def searcher(space: Space, base_point: dict):
     return OptunaSearch(sampler=sampler, points_to_evaluate=[base_point], metric=space.metric, mode=space.mode)
 
 
-def scheduler(space: Space):
+def scheduler(space: Space, results_dir: str | None = None):
     """ASHA on the space's rung metric (the recipe's measured choice, e.g. val_loss), or none.
 
     The searcher and the winner keep the space's own metric; only the early-stop decision
-    ranks on the rung metric, so metric/mode go to each of them, not to TuneConfig."""
+    ranks on the rung metric, so metric/mode go to each of them, not to TuneConfig. With
+    ``results_dir`` ASHA keeps its rungs there (``asha_rungs.json``) for a resumed search."""
     from ray.tune.schedulers import FIFOScheduler
 
     if space.scheduler == "none":
@@ -82,29 +84,62 @@ def scheduler(space: Space):
     rung = space.rung_metric or space.metric
     return KeepBaselineASHA(baseline=baseline_key(space), time_attr="training_iteration", max_t=space.max_epochs,
                             grace_period=space.grace_period, reduction_factor=space.reduction_factor,
-                            metric=rung, mode=METRICS[rung])
+                            metric=rung, mode=METRICS[rung],
+                            rungs_file=os.path.join(results_dir, RUNGS_FILE) if results_dir else None)
+
+
+RUNGS_FILE = "asha_rungs.json"
 
 
 class KeepBaselineASHA(ASHAScheduler):
-    """ASHAScheduler that never stops the baseline trial.
+    """ASHAScheduler that never stops the baseline trial, and whose rungs survive a resume.
 
     Every delta is measured against the baseline, so it must reach max_epochs: a
     baseline ASHA cut after one epoch (seen: lr 0.1 without warmup scores 20 % after
     epoch 1, 77 % after 6) would compare a 6-epoch trial with a 1-epoch reference.
     Its results still count in ASHA's rungs.
+
+    ``Tuner.restore`` gives back the scheduler as it was created, with empty rungs: a
+    resumed search then judged its next trials against nothing and let weak ones run to
+    the end (measured: a trial the uninterrupted search cut at epoch 8 ran all 25). So
+    every recorded rung value is also written to ``rungs_file``, and read back when the
+    restored scheduler sees its first trial.
     """
 
-    def __init__(self, baseline: dict, **kwargs):
+    def __init__(self, baseline: dict, rungs_file: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.baseline = baseline
+        self.rungs_file = rungs_file
+        self._rungs_read = False
+
+    def on_trial_add(self, tune_controller, trial):
+        if not self._rungs_read:
+            self._rungs_read = True
+            if self.rungs_file and os.path.exists(self.rungs_file):
+                with open(self.rungs_file) as fh:
+                    set_asha_rungs(self, json.load(fh))
+        super().on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result):
         action = super().on_trial_result(tune_controller, trial, result)
+        self._write_rungs()
         time_attr, max_t = asha_time_attr_and_max_t(self)
         if action == TrialScheduler.STOP and is_baseline(trial.config, self.baseline) \
                 and result.get(time_attr, 0) < max_t:
             return TrialScheduler.CONTINUE
         return action
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        super().on_trial_complete(tune_controller, trial, result)
+        self._write_rungs()
+
+    def _write_rungs(self) -> None:
+        if not self.rungs_file:
+            return
+        tmp = self.rungs_file + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(asha_rungs(self), fh)
+        os.replace(tmp, self.rungs_file)  # a kill mid-write keeps the previous rungs
 
 
 def trainable(space: Space, candidates: dict | None = None):
@@ -160,4 +195,4 @@ def new_tuner(path: str, fn, param_space: dict, space: Space, search_alg, trial_
             checkpoint_config=checkpoints))
 
 
-__all__ = ["init_ray", "searcher", "scheduler", "KeepBaselineASHA", "trainable", "restore", "new_tuner"]
+__all__ = ["init_ray", "searcher", "scheduler", "RUNGS_FILE", "KeepBaselineASHA", "trainable", "restore", "new_tuner"]

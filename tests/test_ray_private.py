@@ -15,7 +15,8 @@ import sys
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from search.ray_private import asha_time_attr_and_max_t, run_config_callbacks, trial_states
+from search.ray_private import (asha_rungs, asha_time_attr_and_max_t, run_config_callbacks, set_asha_rungs,
+                                trial_states)
 
 class Seen(tune.Callback):
     pass
@@ -26,6 +27,9 @@ def one_report(config):
 ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
 scheduler = ASHAScheduler(time_attr="training_iteration", max_t=7, grace_period=1)
 assert asha_time_attr_and_max_t(scheduler) == ("training_iteration", 7)
+assert asha_rungs(scheduler) == [[[4, {}], [1, {}]]]  # one bracket, rungs at 1 and 4 (factor 4), last first
+set_asha_rungs(scheduler, [[[4, {"a": 0.5}], [1, {"a": 0.4, "b": 0.3}]]])
+assert asha_rungs(scheduler) == [[[4, {"a": 0.5}], [1, {"a": 0.4, "b": 0.3}]]]
 tuner = tune.Tuner(one_report, tune_config=tune.TuneConfig(metric="val_top1", mode="max", num_samples=1),
                    run_config=tune.RunConfig(name="private", storage_path=sys.argv[1], callbacks=[Seen()], verbose=0))
 results = tuner.fit()

@@ -154,3 +154,37 @@ def test_a_trial_terminated_by_ctrl_c_counts_as_unfinished():
     assert _unfinished(grid(done, failed), space.num_samples, tracker)  # fewer trials than the budget
     for unfinished in (live, starting, pending):
         assert _unfinished(grid(done, failed, unfinished), space.num_samples, tracker)
+
+
+def test_asha_rungs_survive_a_resume(tmp_path):
+    # Tuner.restore unpickles the scheduler as it was created, with empty rungs: a resumed
+    # search then judged its next trials against nothing (measured: a trial the uninterrupted
+    # search cut at its first rung ran to the end). The rungs now come back from the results folder.
+    import pickle
+
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from search import tuners
+    from spaces import load_space
+
+    space = load_space("mixup_alpha").override(num_samples=6)  # ASHA on val_loss, first rung at grace_period
+    created = tuners.scheduler(space, str(tmp_path))
+    as_saved = pickle.dumps(created)  # what the Tuner stores when a search starts
+    rung = space.grace_period
+
+    def trial(mixup_alpha):
+        return Trial("run_trial", config={"mixup_alpha": mixup_alpha, "lr": 0.05}, stub=True)
+
+    def judge(scheduler, t, val_loss):
+        scheduler.on_trial_add(None, t)
+        return scheduler.on_trial_result(None, t, {"training_iteration": rung, "val_loss": val_loss})
+
+    for i, loss in enumerate((0.60, 0.55, 0.50)):  # three trials reach the first rung, each better
+        assert judge(created, trial(0.1 * (i + 1)), loss) == TrialScheduler.CONTINUE
+    assert judge(created, trial(0.9), 1.50) == TrialScheduler.STOP  # the uninterrupted search cuts it
+    resumed = pickle.loads(as_saved)
+    assert judge(resumed, trial(0.8), 1.50) == TrialScheduler.STOP  # and so does the resumed one
+    fresh = tuners.scheduler(space)  # without the rungs file: nothing to judge against
+    assert judge(fresh, trial(0.8), 1.50) == TrialScheduler.CONTINUE
+    assert (tmp_path / tuners.RUNGS_FILE).exists()

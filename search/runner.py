@@ -133,13 +133,6 @@ def run_search(opts: SearchOptions) -> dict:
         exp_path, state = records.start(client, space, opts, storage)
     else:
         client.update_run(state["parent_run_id"], status="RUNNING")
-    # Two checkpoints kept per trial (best + latest) makes Ray snapshot its state often
-    # on short epochs; that is intended here, so don't warn about it.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if opts.verbose < 2:
-        # Tune's new console engine prints a box per experiment and a results path even at
-        # verbose=0; the legacy engine prints nothing at 0. tricktune's console says it all.
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     dashboard_url = tuners.init_ray(opts.dashboard, opts.verbose)
     from search.console import dashboard_sign_in, for_search
 

@@ -25,6 +25,13 @@ def init_ray(dashboard: bool, verbose: int = 1) -> str | None:
     """Start (or join) Ray; returns the dashboard's address when one was started."""
     import ray
 
+    # A checkpoint per epoch makes Ray snapshot its state often on short epochs; that is
+    # intended here, so don't warn about it (every few seconds).
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if verbose < 2:
+        # Tune's new console engine prints a box per experiment and a results path even at
+        # verbose=0; the legacy engine prints nothing at 0. tricktune's console says it all.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if ray.is_initialized():
         return None
     kwargs = dict(include_dashboard=dashboard, log_to_driver=True, configure_logging=True, logging_level="WARNING")

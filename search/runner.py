@@ -200,7 +200,8 @@ def confirm_phase(space: Space, opts: SearchOptions, state: dict, exp_path: str,
     best = (f"{len(candidates) - 1} best + the baseline" if len(candidates) > 1 else
             "the baseline alone (no other configuration finished the search phase)")
     console.start_phase("confirm", len(candidates) * len(seed_list) * space.max_epochs,
-                        detail=f"{best} x seeds {seed_list}, every run to the end (validated every {confirm.EVAL_EVERY}th epoch and the last)")
+                        detail=f"{best} x seeds {seed_list}, every run to the end (validated every "
+                               f"{confirm.EVAL_EVERY}th epoch and the last)")
     path = os.path.join(exp_path, "confirm")
     fn, domains = tuners.trainable(space, by_label), confirm.param_space(candidates, seed_list)
     if tune.Tuner.can_restore(path):

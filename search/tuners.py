@@ -109,9 +109,8 @@ class KeepBaselineASHA(ASHAScheduler):
     ``Tuner.restore`` gives back the scheduler as it was created, with empty rungs: a
     resumed search then judged its next trials against nothing and let weak ones run to
     the end (measured: a trial the uninterrupted search cut at its first rung ran to the
-    end). So
-    every recorded rung value is also written to ``rungs_file``, and read back when the
-    restored scheduler sees its first trial.
+    end). So every recorded rung value is also written to ``rungs_file``, and read back
+    when the restored scheduler sees its first trial.
     """
 
     def __init__(self, baseline: dict, rungs_file: str | None = None, **kwargs):

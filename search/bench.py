@@ -187,7 +187,7 @@ def bench_loop(quick: bool) -> list[Figure]:
 # --- 2. framework overhead ------------------------------------------------------------------
 
 def bench_overhead(quick: bool) -> list[Figure]:
-    n, epochs, rounds = (256, 1, 1) if quick else (1500, 3, 4)
+    n, epochs, rounds = (256, 1, 1) if quick else (1500, 3, 2)
     fixed = {"train_subset": n, "val_subset": 500 if not quick else 128, "device": "cpu"}
     tmp = tempfile.mkdtemp(prefix="tricktune-bench-")
     _start_ray()  # before run_search does, to keep the trial's own log lines off the bench's output

@@ -306,15 +306,10 @@ def _range(cfg, key, low=None, high=None, low_open=False, high_open=False, fix="
 
 def validate(cfg: TrainConfig) -> None:
     """Cheap checks only (no data or model is touched): values, choices, and that files exist."""
-    _choice(cfg, "dataset", DATASETS)
-    _choice(cfg, "model", MODELS)
-    _choice(cfg, "schedule", SCHEDULES)
-    _choice(cfg, "optimizer", OPTIMIZERS)
-    _choice(cfg, "augment", AUGMENTS)
-    _choice(cfg, "crop", CROPS)
-    _choice(cfg, "amp", AMP_MODES)
-    _choice(cfg, "stem", STEMS)
-    _choice(cfg, "loader", LOADERS)
+    for key, allowed in (("dataset", DATASETS), ("model", MODELS), ("schedule", SCHEDULES),
+                         ("optimizer", OPTIMIZERS), ("augment", AUGMENTS), ("crop", CROPS),
+                         ("amp", AMP_MODES), ("stem", STEMS), ("loader", LOADERS)):
+        _choice(cfg, key, allowed)
     for key in ("train_subset", "val_subset", "image_size", "num_workers", "threads", "randaugment_n", "seed",
                 "precise_bn"):
         _range(cfg, key, 0)

@@ -50,7 +50,7 @@ mlflow: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 (store: $$MLFLOW_TRACKING
 		--host 127.0.0.1 --port 5000 --workers 1
 
 teacher: $(STAMP) ## train a recipe's distillation teacher into teachers/<recipe>.pt: make teacher [RECIPE=...] [DATA_DIR=...]
-	$(PY) -m search.teacher $(if $(RECIPE),--recipe $(RECIPE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+	$(PY) -m search.tools.teacher $(if $(RECIPE),--recipe $(RECIPE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 lint: $(STAMP) ## ruff over the tree (rules in pyproject.toml); CI runs it before the tests
 	$(VENV)/bin/ruff check .
@@ -68,7 +68,7 @@ bench: $(STAMP) ## benchmarks: prints ratios measured side by side in one run, w
 	$(PY) -m search.bench
 
 bench-gpu: $(STAMP) ## GPU figures (ResNet-50 img/s, CUB recipe s/epoch, trial packing, utilisation); <10 min on a GPU
-	$(PY) -m search.bench_gpu
+	$(PY) -m search.bench.gpu
 
 data: $(STAMP) ## rebuild the embedded Fashion-MNIST subset from the Debian package
 	$(PY) trainable/assets/make_fashion_mnist_subset.py

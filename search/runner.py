@@ -22,16 +22,12 @@ from search.domains import baseline_key, baseline_point, param_space
 from search.ray_private import trial_states
 from search.records import STATE_FILE, SearchError, latest_experiment  # noqa: F401 - the runner's public names
 from search.summary import summarize
-from search.tracking import MlflowTracker, runs_url
+from search.tracking import MlflowTracker, default_tracking_uri, runs_url
 from spaces import PROJECT_ROOT, Recipe, Space, load_recipe, load_space
 
 # --smoke: the whole path (Ray, Optuna, ASHA, confirmation, MLflow) on a sliver of the data.
 SMOKE_FIXED = {"train_subset": 512, "val_subset": 256, "batch_size": 64}
 SMOKE_BUDGET = {"num_samples": 3, "max_epochs": 2, "grace_period": 1, "confirm_top": 1, "confirm_seeds": 2}
-
-
-def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 
 
 def default_storage() -> str:

@@ -67,15 +67,22 @@ def searcher(space: Space, base_point: dict):
         # Variants already contain the baseline; otherwise run it first explicitly.
         points = [] if space.variants else [base_point]
         return BasicVariantGenerator(points_to_evaluate=points or None, random_state=space.seed)
-    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    # TPE, seeded. constant_liar: a running trial counts as a bad result, so parallel
-    # trials spread out instead of all sampling the same promising point; multivariate
-    # models interactions between tricks (e.g. mixup_alpha x lr).
-    sampler = optuna.samplers.TPESampler(seed=space.seed, multivariate=True, constant_liar=True,
-                                         n_startup_trials=max(2, min(5, space.num_samples // 3)))
-    return OptunaSearch(sampler=sampler, points_to_evaluate=[base_point], metric=space.metric, mode=space.mode)
+    return OptunaSearch(sampler=tpe_sampler(seed=space.seed, num_samples=space.num_samples),
+                        points_to_evaluate=[base_point], metric=space.metric, mode=space.mode)
+
+
+def tpe_sampler(seed: int, num_samples: int):
+    """Optuna's TPE as every tricktune search (and make bench) runs it.
+
+    Seeded. constant_liar: a running trial counts as a bad result, so parallel trials spread
+    out instead of all sampling the same promising point; multivariate models interactions
+    between tricks (e.g. mixup_alpha x lr)."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                      n_startup_trials=max(2, min(5, num_samples // 3)))
 
 
 def scheduler(space: Space, results_dir: str | None = None):

@@ -42,7 +42,7 @@ BUDGET_DEFAULTS = {"num_samples": None, "max_epochs": None, "grace_period": 1, "
                    # baseline again for 3 paired seeds, the fewest that give a t-interval (2 df).
                    "confirm_top": 2, "confirm_seeds": 3,
                    # What ASHA ranks trials on at a rung (None: the space's metric). A recipe sets it
-                   # from `python -m search.fidelity`: e.g. val_loss, where it predicts the final
+                   # from `python -m search.tools.fidelity`: e.g. val_loss, where it predicts the final
                    # ranking better than an early val_top1.
                    "rung_metric": None}
 # (minimum, what to do) for the integer budget keys.

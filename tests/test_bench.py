@@ -7,7 +7,8 @@ import sys
 import pytest
 import torch
 
-from search import bench, bench_rungs
+from search import bench
+from search.bench import rungs as bench_rungs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,7 +91,7 @@ def test_quick_cache_figure_compares_both_paths_on_a_cub_shaped_folder(capsys):
 
 
 def test_bench_gpu_without_a_gpu_runs_tiny_and_says_nothing_was_measured(capsys):
-    from search import bench_gpu
+    from search.bench import gpu as bench_gpu
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: make bench-gpu measures it")
@@ -103,7 +104,7 @@ def test_bench_gpu_without_a_gpu_runs_tiny_and_says_nothing_was_measured(capsys)
 
 
 def test_bench_gpu_reads_the_recipe_file_when_there_is_one(tmp_path, monkeypatch):
-    from search import bench_gpu
+    from search.bench import gpu as bench_gpu
 
     recipe = tmp_path / "cub200_resnet50.yaml"
     recipe.write_text("fixed:\n  dataset: cub200\n  model: resnet50\n  lr: 3.0e-3\nbudget:\n  max_epochs: 10\n")
@@ -115,7 +116,7 @@ def test_bench_gpu_reads_the_recipe_file_when_there_is_one(tmp_path, monkeypatch
 
 @pytest.mark.slow
 def test_bench_gpu_packing_runs_real_searches_with_fractional_resources():
-    run = subprocess.run([sys.executable, "-m", "search.bench_gpu"], cwd=ROOT, capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "search.bench.gpu"], cwd=ROOT, capture_output=True, text=True,
                          timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "real Ray Tune searches: 4 at once x" in run.stdout

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from search import fidelity
+from search.tools import fidelity
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 
@@ -53,7 +53,7 @@ def test_saved_curves_are_analysed_again_from_the_command_line(tmp_path):
     final = {"a": 70.0, "b": 72.0, "c": 74.0}
     saved = tmp_path / "curves.json"
     saved.write_text(json.dumps({"curves": curves(final, {"a": 1.0, "b": 2.0, "c": 3.0})}))
-    out = subprocess.run([sys.executable, "-m", "search.fidelity", "mixup_alpha", "--from", str(saved)], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "search.tools.fidelity", "mixup_alpha", "--from", str(saved)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "3 configurations x seeds ['0', '1'], 3 epochs" in out.stdout
@@ -61,6 +61,6 @@ def test_saved_curves_are_analysed_again_from_the_command_line(tmp_path):
 
 
 def test_too_few_seeds_or_configurations_fail_in_one_line():
-    out = subprocess.run([sys.executable, "-m", "search.fidelity", "mixup_alpha", "--seeds", "1"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "search.tools.fidelity", "mixup_alpha", "--seeds", "1"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--seeds must be >= 2" in out.stderr

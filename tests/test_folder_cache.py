@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from search.synthetic_cub import write_cub_folder, write_jpeg
+from search.bench.synthetic_cub import write_cub_folder, write_jpeg
 from trainable import data as data_module
 from trainable.config import from_dict
 from trainable.data import DataError, load_data

@@ -16,8 +16,8 @@ import torchvision
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from search.synthetic_cub import write_cub_folder
-from search.teacher import teacher_argv
+from search.bench.synthetic_cub import write_cub_folder
+from search.tools.teacher import teacher_argv
 from spaces import list_recipes
 from trainable.config import CHECKPOINT_FILE
 

@@ -12,7 +12,7 @@ precise BN (and 72.5 vs 72.6 at the end, where the LR is near 0 and both agree).
 Hyperparameter: ``precise_bn`` -- how many training images (a fixed sample, with the
 training augmentation, as pycls does) re-estimate the statistics before each
 evaluation; 0 = off. It makes early epochs rank configurations the way the end of
-training does, which is what ASHA's first rung needs (``python -m search.fidelity``).
+training does, which is what ASHA's first rung needs (``python -m search.tools.fidelity``).
 
 torch's ``swa_utils.update_bn`` does the work, on a copy: the live model's running
 statistics stay exactly as training left them (and so do the EMA's averaged buffers).

@@ -1,4 +1,4 @@
-"""``python -m search.teacher [--recipe NAME] [--data-dir DIR]`` (``make teacher RECIPE=...``).
+"""``python -m search.tools.teacher [--recipe NAME] [--data-dir DIR]`` (``make teacher RECIPE=...``).
 
 Trains a recipe's distillation teacher: the recipe's training values with its
 ``teacher:`` section on top (a bigger model, often longer), through the same
@@ -28,7 +28,7 @@ def teacher_argv(recipe_name: str | None, data_dir: str | None, out: str | None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m search.teacher", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m search.tools.teacher", description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", help="a recipe in spaces/recipes/ (default: the embedded one)")
     parser.add_argument("--data-dir", help="where the recipe's data set is (its data_dir)")
     parser.add_argument("--out", help="weights file to write (default teachers/<recipe>.pt)")

@@ -1,4 +1,4 @@
-"""``python -m search.fidelity SPACE [--recipe R] [--configs N] [--seeds S]``: do early rungs predict?
+"""``python -m search.tools.fidelity SPACE [--recipe R] [--configs N] [--seeds S]``: do early rungs predict?
 
 ASHA stops a trial on its metric at a rung; that is evidence only if the rung ranks the
 configurations the way the end of training does. This measurement runs a sample of a
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from search.runner import SearchOptions, prepare_space
     from trainable.config import ConfigError, parse_overrides
 
-    parser = argparse.ArgumentParser(prog="python -m search.fidelity", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m search.tools.fidelity", description=__doc__.splitlines()[0])
     parser.add_argument("space", help="a space name in spaces/ or a path to a .yaml file")
     parser.add_argument("--recipe", help="the recipe to layer the space on (default: the embedded one)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix a training key")

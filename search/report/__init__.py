@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from mlflow.tracking import MlflowClient
 
 from search import confirm
-from search.runner import default_tracking_uri
 from search.stats import compare_over_seeds, mean_std
-from search.tracking import experiment_name
+from search.tracking import default_tracking_uri, experiment_name
 from spaces import PROJECT_ROOT, Space, SpaceError, load_space
 from trainable.config import REPORTED_METRICS, ConfigError, coerce_value
 
@@ -916,7 +915,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"report: {path}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

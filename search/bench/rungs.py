@@ -17,7 +17,7 @@ import shutil
 import statistics
 import tempfile
 
-from search.bench_common import Figure, say, space_file, start_ray
+from search.bench.common import Figure, say, space_file, start_ray
 from spaces import load_space
 
 TOLERANCE = 0.5  # points of val_top1: "near-best"
@@ -26,8 +26,8 @@ TOLERANCE = 0.5  # points of val_top1: "near-best"
 # --- the fidelity of the default space's first rung -------------------------------------------
 
 def bench_fidelity(quick: bool) -> list[Figure]:
-    from search import fidelity
     from search.runner import SearchOptions, prepare_space
+    from search.tools import fidelity
 
     overrides = {"train_subset": 64, "val_subset": 64, "epochs": 3} if quick else {}
     space = prepare_space(SearchOptions(space="mixup_alpha", overrides=overrides))
@@ -72,7 +72,6 @@ def best_final(results: list[tuple[str, int, float]], max_epochs: int) -> float:
 
 def _run_tune(space, method: str, seed: int, storage: str) -> list[tuple[str, int, float]]:
     """One real Ray Tune search; returns every result as (trial, epoch, val_top1) in arrival order."""
-    import optuna
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -91,9 +90,8 @@ def _run_tune(space, method: str, seed: int, storage: str) -> list[tuple[str, in
     if method == "asha_tpe":
         # search/tuners.py's TPE, minus its baseline point: tricktune evaluates the recipe
         # first, which would measure how good the default is, not the search.
-        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                             n_startup_trials=max(2, min(5, space.num_samples // 3)))
-        searcher = OptunaSearch(sampler=sampler, metric=space.metric, mode=space.mode)
+        searcher = OptunaSearch(sampler=tuners.tpe_sampler(seed=seed, num_samples=space.num_samples),
+                                metric=space.metric, mode=space.mode)
         scheduler = tuners.scheduler(space)
     else:
         # Tune ignores max_concurrent_trials for a variant generator; the 2 CPUs at 1 per

@@ -65,7 +65,7 @@ def _images_per_second(batches, cpu_per_image: list[float]) -> float:
 def _measure(classes: int, train_per_class: int, rounds: int) -> dict:
     """Rounds of one pass each way over a generated CUB-shaped folder, in a cold cache of its own."""
     from search.bench import _rounds, _say
-    from search.synthetic_cub import CUB_SIZE, write_cub_folder
+    from search.bench.synthetic_cub import CUB_SIZE, write_cub_folder
     from trainable import folder_cache
 
     tmp = tempfile.mkdtemp(prefix="tricktune-bench-cache-")
@@ -131,7 +131,7 @@ def bench_cache(quick: bool) -> list[Figure]:
              f"decodes once: {build_cpu:.1f} CPU-s, {build:.1f} s wall ({_load()} load)",
              f"the same search on the real CUB-200 (11,788 images): {cub:,} decodes = {cub * per_image / 3600:.1f} "
              f"CPU-hours on the DataLoader path, {11788 * per_image / 60:.1f} CPU-min once with the cache"]
-    from search.bench_common import said
+    from search.bench.common import said
 
     return said(lines, Figure("7. folder cache vs ImageFolder + DataLoader, training images/s", f"{train:.2f}x",
                               ">= 5x", train >= 5.0, lines),

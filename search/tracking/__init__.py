@@ -38,6 +38,13 @@ _MAX_METRICS, _MAX_PARAMS = 1000, 100
 PENDING_FILE = "mlflow_pending.jsonl"
 
 
+def default_tracking_uri() -> str:
+    """The store a search, a report and an import use: $MLFLOW_TRACKING_URI, else mlflow.db in the repo."""
+    from spaces import PROJECT_ROOT
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
 def experiment_name(space_name: str) -> str:
     return f"tricktune/{space_name}"
 
@@ -464,7 +471,7 @@ def import_pending(path: str, tracking_uri: str | None = None) -> int:
         return 0
     # The store the search wrote to, unless told otherwise (not ./mlflow.db of whatever folder this runs in).
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or records[0].get("tracking_uri") \
-        or "sqlite:///mlflow.db"
+        or default_tracking_uri()
     writer = MlflowWriter(tracking_uri, records[0]["experiment_id"], pending_path=path + ".retry")
     for rec in records:
         writer.run_ids.update(rec["run_ids"])
@@ -476,11 +483,3 @@ def import_pending(path: str, tracking_uri: str | None = None) -> int:
     else:
         os.replace(path, path + ".sent")
     return sent
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "import":
-        print(f"sent {import_pending(sys.argv[2])} records to MLflow")
-    else:
-        print("usage: python -m search.tracking import mlflow_pending.jsonl", file=sys.stderr)
-        sys.exit(2)

@@ -15,7 +15,7 @@
 Without CUDA every part runs at a tiny size on the CPU, to check the code, and the output
 says plainly that no GPU figure was measured. ``--no-search`` skips parts 3-4 (Ray).
 
-Usage: ``python -m search.bench_gpu [--tiny] [--no-search]`` (``make bench-gpu``).
+Usage: ``python -m search.bench.gpu [--tiny] [--no-search]`` (``make bench-gpu``).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def recipe_config(root: str, weights: str, tiny: bool, device: str) -> TrainConf
 
 
 def cub_recipe_epoch(device: str, tiny: bool, tmp: str) -> list[Figure]:
-    from search.synthetic_cub import write_cub_folder
+    from search.bench.synthetic_cub import write_cub_folder
     from trainable.loop import fit, preflight
 
     classes, train_per_class, test_per_class = (2, 2, 1) if tiny else (200, CUB_TRAIN // 200, CUB_TEST // 200)
@@ -149,7 +149,7 @@ def _space_yaml(path: str, trials: int, at_once: int, gpus: float, cpus: float, 
            "scheduler": "none", "seed": 0}
     with open(path, "w") as fh:
         fh.write(f"# Question: trial-epochs per minute with {at_once} trial(s) at once x {gpus:g} GPU "
-                 f"(bench figure 3)\n# Run: python -m search.bench_gpu\n")
+                 f"(bench figure 3)\n# Run: python -m search.bench.gpu\n")
         yaml.safe_dump(doc, fh, sort_keys=False)
     return path
 
@@ -239,7 +239,7 @@ def packing(device: str, tiny: bool, tmp: str) -> list[Figure]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m search.bench_gpu", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m search.bench.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (always so without CUDA)")
     parser.add_argument("--no-search", action="store_true", help="skip the Ray figures (3, 4)")
     args = parser.parse_args(argv)

@@ -53,17 +53,17 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from search.bench_cache import bench_cache
-from search.bench_common import CORES, Figure
-from search.bench_common import paired_ratio as _paired_ratio
-from search.bench_common import rounds as _rounds
-from search.bench_common import said as _said
-from search.bench_common import say as _say
-from search.bench_common import space_file as _space_file
-from search.bench_common import spread as _spread
-from search.bench_common import start_ray as _start_ray
-from search.bench_common import stop_ray as _stop_ray
-from search.bench_rungs import bench_fidelity, bench_search
+from search.bench.cache import bench_cache
+from search.bench.common import CORES, Figure
+from search.bench.common import paired_ratio as _paired_ratio
+from search.bench.common import rounds as _rounds
+from search.bench.common import said as _said
+from search.bench.common import say as _say
+from search.bench.common import space_file as _space_file
+from search.bench.common import spread as _spread
+from search.bench.common import start_ray as _start_ray
+from search.bench.common import stop_ray as _stop_ray
+from search.bench.rungs import bench_fidelity, bench_search
 from spaces import PROJECT_ROOT, load_space
 from trainable.config import TrainConfig
 from trainable.data import FASHION_MNIST_STATS, interleave_by_class
@@ -555,7 +555,3 @@ def main(argv: list[str] | None = None) -> int:
         write_report(report, figures, seconds, args.quick)
         _say(f"table written to {report}")
     return 1 if errors else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

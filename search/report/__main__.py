@@ -1,0 +1,7 @@
+"""``python -m search.report SPACE``: the report of a space's latest search (make report)."""
+
+import sys
+
+from search.report import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""User tools beside the search: a recipe's distillation teacher, rung fidelity."""

@@ -55,8 +55,8 @@ teacher: $(STAMP) ## train a recipe's distillation teacher into teachers/<recipe
 lint: $(STAMP) ## ruff over the tree (rules in pyproject.toml); CI runs it before the tests
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) ## the test suite (fast tests; what CI runs first)
-	$(PY) -m pytest -q
+test: $(STAMP) ## the test suite (fast tests; what CI runs first); prints its 10 slowest
+	$(PY) -m pytest -q --durations=10
 
 test-slow: $(STAMP) ## the slow end-to-end tests (real searches, interruptions, a 2-node cluster, the browser)
 	$(PY) -m pytest -q -m slow --durations=10

@@ -64,7 +64,7 @@ test-slow: $(STAMP) ## the slow end-to-end tests (real searches, interruptions, 
 test-browser: $(STAMP) ## MLflow's runs view and the Ray dashboard in Debian's chromium; screenshots in reports/screenshots/
 	TRICKTUNE_SCREENSHOTS=reports/screenshots $(PY) -m pytest -q -m slow tests/test_browser.py -rs
 
-bench: $(STAMP) ## benchmarks: prints ratios measured side by side in one run, with goals
+bench: $(STAMP) ## benchmarks: ratios measured side by side in one run, with goals; writes reports/bench.md
 	$(PY) -m search.bench
 
 bench-gpu: $(STAMP) ## GPU figures (ResNet-50 img/s, CUB recipe s/epoch, trial packing, utilisation); <10 min on a GPU

@@ -1,6 +1,7 @@
-"""The benchmark's code works and prints its lines; its numbers are not checked (see search/bench.py)."""
+"""The benchmark's code works and prints its lines; its numbers are not checked (see search/bench/)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -8,6 +9,9 @@ import pytest
 import torch
 
 from search import bench
+from search.bench import common as bench_common
+from search.bench import gpu as bench_gpu
+from search.bench import loop as bench_loop
 from search.bench import rungs as bench_rungs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,6 +48,12 @@ def test_quick_loop_and_gpu_print_their_lines_and_write_the_table(capsys, tmp_pa
     assert "| figure | measured | goal | result |" in out and "total " in out
     text = report.read_text()
     assert "| 1. fit() vs plain DataLoader loop, images/s |" in text and "--quick" in text
+    # One provenance line first: machine, date, commit, the command that measured it.
+    first = text.splitlines()[0]
+    assert first.startswith("Measured on ") and f"{os.cpu_count()} CPU cores" in first and " UTC; commit " in first
+    assert ("no GPU" in first) != torch.cuda.is_available()
+    assert re.search(r" UTC; commit ([0-9a-f]{7}(\+dirty)?|unknown); `", first)
+    assert first.endswith(f"`python -m search.bench --quick --only loop --only gpu --report {report}`")
 
 
 def test_plain_loop_trains_on_the_same_images_as_fit():
@@ -52,15 +62,16 @@ def test_plain_loop_trains_on_the_same_images_as_fit():
     from trainable.data import load_data
 
     n = 64
-    cfg = bench._recipe(train_subset=n, val_subset=32, batch_size=n, epochs=1, threads=1, hflip=False, crop="none")
-    images, labels = bench._embedded_train_images(n)
+    cfg = bench_common.recipe(train_subset=n, val_subset=32, batch_size=n, epochs=1, threads=1, hflip=False,
+                              crop="none")
+    images, labels = bench_loop.embedded_train_images(n)
     data = load_data(cfg, "cpu")
     ((x, y),) = list(data.train_batches(n, torch.Generator().manual_seed(3), "cpu"))
     order = torch.randperm(n, generator=torch.Generator().manual_seed(3))
     mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (data.mean, data.std))
     assert torch.equal(y, labels[order])
     assert torch.allclose(x, (images[order].float() / 255 - mean) / std)
-    assert bench.plain_loop_images_per_second(cfg, num_workers=0) > 0
+    assert bench_loop.plain_loop_images_per_second(cfg, num_workers=0) > 0
 
 
 def test_gpu_measurements_run_on_the_cpu_too():
@@ -69,9 +80,9 @@ def test_gpu_measurements_run_on_the_cpu_too():
     # instructions (32-px images and 64 of them took 110 s here), hence 16 px and 8 images.
     import torchvision
 
-    assert bench.train_images_per_second(torchvision.models.resnet18(num_classes=10), batch=2, size=16,
-                                         channels=3, classes=10, steps=1, device="cpu", warmup=1) > 0
-    assert bench.cifar_epoch_seconds("cpu", n=8, batch=4, size=16) > 0
+    assert bench_gpu.train_images_per_second(torchvision.models.resnet18(num_classes=10), batch=2, size=16,
+                                             channels=3, classes=10, steps=1, device="cpu", warmup=1) > 0
+    assert bench_gpu.cifar_epoch_seconds("cpu", n=8, batch=4, size=16) > 0
 
 
 def test_quick_packing_prints_the_three_arrangements(capsys):
@@ -91,8 +102,6 @@ def test_quick_cache_figure_compares_both_paths_on_a_cub_shaped_folder(capsys):
 
 
 def test_bench_gpu_without_a_gpu_runs_tiny_and_says_nothing_was_measured(capsys):
-    from search.bench import gpu as bench_gpu
-
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: make bench-gpu measures it")
     assert bench_gpu.main(["--no-search"]) == 0
@@ -101,17 +110,6 @@ def test_bench_gpu_without_a_gpu_runs_tiny_and_says_nothing_was_measured(capsys)
     assert "ResNet-50, 32 px, batch 2, bf16, channels_last" in out  # the real training step ran, tiny
     assert "cub200_resnet50 recipe (32 px, batch 4, adamw + onecycle" in out and "epoch 1 took" in out
     assert "| 2. cub200_resnet50 recipe, seconds per epoch | skipped: no GPU |" in out
-
-
-def test_bench_gpu_reads_the_recipe_file_when_there_is_one(tmp_path, monkeypatch):
-    from search.bench import gpu as bench_gpu
-
-    recipe = tmp_path / "cub200_resnet50.yaml"
-    recipe.write_text("fixed:\n  dataset: cub200\n  model: resnet50\n  lr: 3.0e-3\nbudget:\n  max_epochs: 10\n")
-    monkeypatch.setattr(bench_gpu, "RECIPE_FILE", recipe)
-    assert bench_gpu.cub_recipe() == {"dataset": "cub200", "model": "resnet50", "lr": 3.0e-3, "rotation_degrees": 5}
-    monkeypatch.setattr(bench_gpu, "RECIPE_FILE", tmp_path / "absent.yaml")
-    assert bench_gpu.cub_recipe()["lr"] == 2.0e-3  # main's recipe, written out
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Bench figure 7 (``python -m search.bench --only cache``): image folders decoded once vs per epoch.
 
-On a CUB-shaped folder the figure writes itself (search/synthetic_cub.py: JPEGs at CUB's
+On a CUB-shaped folder the figure writes itself (search/bench/synthetic_cub.py: JPEGs at CUB's
 typical 500x375, 200 classes, 3 training + 1 test image each, so it runs in a minute or
 two on 2 cores), rounds alternate two ways of delivering the same training images to
 the loop, and the same validation images:
@@ -13,7 +13,7 @@ the loop, and the same validation images:
   count (2), persistent workers, after an untimed warm-up epoch: the baseline at its best.
 
 The figure is the median of per-round ratios of images/s (goal >= 5x); the CPU time per
-image of each side (this process + its workers, /proc) is printed beside it, steadier
+image of each side (this process + its workers, psutil) is printed beside it, steadier
 than wall time on a machine other jobs share. Also printed: the decode cost one search
 of 50 trials x 10 epochs pays on each path.
 """
@@ -25,15 +25,12 @@ import shutil
 import statistics
 import tempfile
 import time
-from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader
 
+from search.bench.common import Figure, background_cpu_seconds, cpu_delta, load, paired_ratio, rounds, said, say, spread
 from trainable.config import TrainConfig
-
-if TYPE_CHECKING:
-    from search.bench import Figure
 
 # One search, for the decode-cost line: 50 trials (a typical num_samples) x 10 epochs (the
 # long end of the CUB fine-tuning studies' 5-10).
@@ -52,19 +49,16 @@ def _cub_config(root: str, **overrides) -> TrainConfig:
 def _images_per_second(batches, cpu_per_image: list[float]) -> float:
     """Images/s of one pass; appends the CPU seconds per image that this process and its
     children (DataLoader workers) spent, which other jobs' load does not inflate."""
-    from search.bench import _background_cpu_seconds, _cpu_delta
-
-    before = _background_cpu_seconds(set())
+    before = background_cpu_seconds(set())
     t0 = time.perf_counter()
     seen = sum(len(y) for _x, y in batches)
     seconds = time.perf_counter() - t0
-    cpu_per_image.append(_cpu_delta(before, _background_cpu_seconds(set())) / seen)
+    cpu_per_image.append(cpu_delta(before, background_cpu_seconds(set())) / seen)
     return seen / seconds
 
 
-def _measure(classes: int, train_per_class: int, rounds: int) -> dict:
+def _measure(classes: int, train_per_class: int, repeats: int) -> dict:
     """Rounds of one pass each way over a generated CUB-shaped folder, in a cold cache of its own."""
-    from search.bench import _rounds, _say
     from search.bench.synthetic_cub import CUB_SIZE, write_cub_folder
     from trainable import folder_cache
 
@@ -74,11 +68,11 @@ def _measure(classes: int, train_per_class: int, rounds: int) -> dict:
     try:
         root = str(write_cub_folder(os.path.join(tmp, "CUB_200_2011"), classes, train_per_class, 1))
         cfg = _cub_config(root, loader="memory")
-        _say(f"[7 cache] CUB-shaped folder: {classes} classes x {train_per_class} train + 1 test JPEGs at "
-             f"{CUB_SIZE[0]}x{CUB_SIZE[1]}; {cfg.image_size} px, batch {cfg.batch_size}; {rounds} rounds of one "
-             f"pass over each split each way, images/s delivered to the loop; training pass with the CUB recipe's "
-             f"random-resized crop + flip + rotation {cfg.rotation_degrees:g}; the cache path on 1 torch thread (a "
-             f"trial's default) vs ImageFolder + DataLoader with tricktune's {cfg.num_workers} workers")
+        say(f"[7 cache] CUB-shaped folder: {classes} classes x {train_per_class} train + 1 test JPEGs at "
+            f"{CUB_SIZE[0]}x{CUB_SIZE[1]}; {cfg.image_size} px, batch {cfg.batch_size}; {repeats} rounds of one "
+            f"pass over each split each way, images/s delivered to the loop; training pass with the CUB recipe's "
+            f"random-resized crop + flip + rotation {cfg.rotation_degrees:g}; the cache path on 1 torch thread (a "
+            f"trial's default) vs ImageFolder + DataLoader with tricktune's {cfg.num_workers} workers")
         t0, cpu0 = time.perf_counter(), time.process_time()
         cpu: dict[str, list[float]] = {name: [] for name in ("cache train", "DataLoader train", "cache val",
                                                                "DataLoader val")}
@@ -91,7 +85,7 @@ def _measure(classes: int, train_per_class: int, rounds: int) -> dict:
             arm()
         for values in cpu.values():
             values.clear()  # the warm-up's
-        measured = _rounds(arms, rounds)
+        measured = rounds(arms, repeats)
         per_image = _decode_cpu_seconds(sorted(loaders["files"])[:20], cfg.image_size)
     finally:
         torch.set_num_threads(saved_threads)
@@ -105,34 +99,30 @@ def _measure(classes: int, train_per_class: int, rounds: int) -> dict:
 
 
 def bench_cache(quick: bool) -> list[Figure]:
-    classes, train_per_class, rounds = (10, 2, 1) if quick else (200, 3, 5)
-    m = _measure(classes, train_per_class, rounds)
+    classes, train_per_class, repeats = (10, 2, 1) if quick else (200, 3, 5)
+    m = _measure(classes, train_per_class, repeats)
     measured, cpu, cfg, n_all, per_image = m["measured"], m["cpu"], m["cfg"], m["n_all"], m["per_image"]
     build, build_cpu = m["build"], m["build_cpu"]
-    from search.bench import Figure, _load, _paired_ratio, _spread
-
-    train = _paired_ratio(measured["cache train"], measured["DataLoader train"])
-    val = _paired_ratio(measured["cache val"], measured["DataLoader val"])
+    train = paired_ratio(measured["cache train"], measured["DataLoader train"])
+    val = paired_ratio(measured["cache val"], measured["DataLoader val"])
     decodes = SEARCH_TRIALS * SEARCH_EPOCHS * n_all
     cub = SEARCH_TRIALS * SEARCH_EPOCHS * 11788
     lines = [f"training pass: cache {statistics.median(measured['cache train']):.0f} img/s vs ImageFolder + "
              f"DataLoader {statistics.median(measured['DataLoader train']):.0f} img/s (medians): {train:.2f}x "
-             f"({_spread(measured['cache train'], measured['DataLoader train'])})",
+             f"({spread(measured['cache train'], measured['DataLoader train'])})",
              f"validation pass (resize + centre crop, no augmentation: the decoding saved, alone): cache "
              f"{statistics.median(measured['cache val']):.0f} img/s vs "
              f"{statistics.median(measured['DataLoader val']):.0f} img/s: {val:.2f}x "
-             f"({_spread(measured['cache val'], measured['DataLoader val'])})",
-             "CPU time per delivered image (this process + its DataLoader workers, from /proc; medians): training "
+             f"({spread(measured['cache val'], measured['DataLoader val'])})",
+             "CPU time per delivered image (this process + its DataLoader workers, psutil; medians): training "
              f"{_cpu_comparison(cpu['cache train'], cpu['DataLoader train'])}, validation "
              f"{_cpu_comparison(cpu['cache val'], cpu['DataLoader val'])}",
              f"decode cost of one search of {SEARCH_TRIALS} trials x {SEARCH_EPOCHS} epochs over these {n_all} "
              f"images: DataLoader path {decodes:,} decodes = {decodes * per_image / 60:.0f} CPU-min at the measured "
              f"{per_image * 1000:.1f} ms CPU per image (decode + resize to {cfg.image_size} px); cache {n_all} "
-             f"decodes once: {build_cpu:.1f} CPU-s, {build:.1f} s wall ({_load()} load)",
+             f"decodes once: {build_cpu:.1f} CPU-s, {build:.1f} s wall ({load()} load)",
              f"the same search on the real CUB-200 (11,788 images): {cub:,} decodes = {cub * per_image / 3600:.1f} "
              f"CPU-hours on the DataLoader path, {11788 * per_image / 60:.1f} CPU-min once with the cache"]
-    from search.bench.common import said
-
     return said(lines, Figure("7. folder cache vs ImageFolder + DataLoader, training images/s", f"{train:.2f}x",
                               ">= 5x", train >= 5.0, lines),
                 Figure("7b. folder cache vs ImageFolder + DataLoader, validation images/s", f"{val:.2f}x", "info",
@@ -140,11 +130,9 @@ def bench_cache(quick: bool) -> list[Figure]:
 
 
 def _cpu_comparison(cache: list[float], loader: list[float]) -> str:
-    from search.bench import _paired_ratio
-
     text = f"{statistics.median(cache) * 1000:.2f} ms vs {statistics.median(loader) * 1000:.2f} ms"
-    # /proc counts CPU time in 10-ms ticks: a --quick pass of 20 images can read 0.
-    return text + (f" ({_paired_ratio(loader, cache):.2f}x less)" if min(cache) > 0 else " (too short to divide)")
+    # Linux counts CPU time in 10-ms ticks (/proc, which psutil reads): a --quick pass of 20 images can read 0.
+    return text + (f" ({paired_ratio(loader, cache):.2f}x less)" if min(cache) > 0 else " (too short to divide)")
 
 
 def _cached_path(cfg: TrainConfig, cpu: dict[str, list[float]]) -> dict:

@@ -1,4 +1,5 @@
-"""What every ``make bench`` figure shares: the result type, printing, Ray, paired rounds, space files."""
+"""What every ``make bench`` figure shares: the result type and its table, printing, Ray, paired
+rounds, space files, the default recipe, the load average and background CPU time."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import psutil
+
+if TYPE_CHECKING:
+    from trainable.config import TrainConfig
 
 CORES = os.cpu_count() or 1
+# Ray's worker processes (their process titles): they run the trial, so they are not background.
+RAY_WORKERS = ("ray::ImplicitFunc", "ray::IDLE", "ray::run_trial")
 
 
 @dataclass
@@ -27,6 +36,12 @@ class Figure:
         if self.passed is None:
             return "skipped" if self.measured.startswith("skipped") else "info"
         return "PASS" if self.passed else "FALL SHORT"
+
+
+def table(figures: list[Figure]) -> str:
+    rows = ["| figure | measured | goal | result |", "|---|---|---|---|"]
+    rows += [f"| {f.name} | {f.measured} | {f.goal} | {f.verdict} |" for f in sorted(figures, key=lambda f: f.name)]
+    return "\n".join(rows)
 
 
 def say(line: str) -> None:
@@ -53,18 +68,11 @@ def spread(a: list[float], b: list[float]) -> str:
 
 def start_ray() -> None:
     """Ray for the figures that run searches, quiet: the bench prints its own lines."""
-    import logging
-
-    import optuna
     import ray
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created" per search
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables"
+    from search.console.quiet import quiet_libraries
 
-    # Tune's new console output prints a box per experiment even at verbose=0; the legacy
-    # one is silent. The snapshot warning fires for every checkpoint of a seconds-long epoch.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    quiet_libraries(verbose=0)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
 
@@ -103,6 +111,55 @@ def space_file(folder: str, figure: str, question: str, *, fixed: dict, params: 
     return path
 
 
+def recipe(**overrides) -> TrainConfig:
+    """The default recipe's training config (spaces/recipes/) with ``overrides``, on the CPU."""
+    from spaces import load_space, override
+
+    space = override(load_space("baseline"), fixed={"device": "cpu", **overrides})
+    return space.trial_config({})
 
 
-__all__ = ["CORES", "Figure", "say", "said", "paired_ratio", "spread", "start_ray", "stop_ray", "rounds", "space_file"]
+def load() -> str:
+    # Other jobs on the machine slow every figure; the load average says how busy it was.
+    return f"{os.getloadavg()[0]:.1f} on {CORES} cores" if hasattr(os, "getloadavg") else "unknown"
+
+
+def warm_worker() -> None:
+    """A pool process's initializer: pays the torch import before the clock starts."""
+    import trainable.loop  # noqa: F401
+
+
+def background_cpu_seconds(exclude: set[int]) -> dict[int, float]:
+    """CPU seconds (user + system) so far of this process and its descendants (Ray's GCS,
+    raylet, agents, dashboard, monitors; DataLoader workers), by pid, leaving out Ray's
+    worker processes, which run the trial, and the processes in ``exclude`` with theirs."""
+    children: dict[int, list[psutil.Process]] = {}
+    for process in psutil.process_iter(["ppid"]):
+        children.setdefault(process.info["ppid"], []).append(process)
+    ours, frontier = [psutil.Process()], [os.getpid()]
+    while frontier:
+        found = [child for child in children.get(frontier.pop(), []) if child.pid not in exclude]
+        ours += found
+        frontier += [child.pid for child in found]
+    seconds = {}
+    for process in ours:
+        try:
+            with process.oneshot():
+                if " ".join(process.cmdline()).startswith(RAY_WORKERS):
+                    continue
+                times = process.cpu_times()
+                seconds[process.pid] = times.user + times.system
+        except psutil.Error:  # the process ended while we looked
+            continue
+    return seconds
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    # Processes alive at both ends: the daemons and the driver (a worker that became the
+    # trial between the two looks would otherwise count as background).
+    return sum(after[pid] - before[pid] for pid in before if pid in after)
+
+
+__all__ = ["CORES", "RAY_WORKERS", "Figure", "table", "say", "said", "paired_ratio", "spread", "start_ray",
+           "stop_ray", "rounds", "space_file", "recipe", "load", "warm_worker", "background_cpu_seconds",
+           "cpu_delta"]

@@ -1,9 +1,9 @@
-"""``make bench-gpu``: the GPU figures of issue 13 section 3, in under 10 minutes on one GPU.
+"""``make bench-gpu``: the GPU figures, in under 10 minutes on one GPU; and ``make bench``'s figure 5.
 
 1. ResNet-50 at 224 px, bf16, channels_last: training images/s on synthetic batches of
    256 (anchor: NVIDIA's 2,470 img/s on one A100; goal >= 3,000 on an H100/H200).
-2. The cub200_resnet50 recipe (spaces/recipes/cub200_resnet50.yaml's ``fixed:``, plus
-   rotation_degrees 5) on a CUB-shaped folder this script writes (200 classes x
+2. The cub200_resnet50 recipe (spaces/recipes/cub200_resnet50.yaml's ``fixed:``) on a
+   CUB-shaped folder this script writes (200 classes x
    29 train + 28 test JPEGs at 500x375: CUB-200-2011's 5,994 + 5,794 spread evenly,
    rounded down): seconds per epoch of 5,800 training images, through fit()
    and the folder cache, pretrained from a local weights file written here (nothing is
@@ -14,6 +14,10 @@
 
 Without CUDA every part runs at a tiny size on the CPU, to check the code, and the output
 says plainly that no GPU figure was measured. ``--no-search`` skips parts 3-4 (Ray).
+
+``make bench``'s figure 5 (``bench_gpu``, ``python -m search.bench --only gpu``) is the quick
+version: ResNet-50 images/s against the A100 anchor and a CIFAR-10-size ResNet-18 epoch;
+without CUDA it says "GPU: skipped (no CUDA device)".
 
 Usage: ``python -m search.bench.gpu [--tiny] [--no-search]`` (``make bench-gpu``).
 """
@@ -31,26 +35,112 @@ import threading
 import time
 
 import torch
+import torch.nn.functional as F
 
-from search.bench import A100_RESNET50_IMAGES_PER_SECOND, Figure, table, train_images_per_second
+from search.bench.common import Figure, recipe, say, start_ray, stop_ray, table
 from spaces import PROJECT_ROOT
 from trainable.config import TrainConfig, from_dict
+from trainable.models import build_model
 
-RESNET50_GOAL = 3000  # img/s on an H100/H200 (issue 13)
+# NVIDIA DeepLearningExamples, ResNet-50 v1.5 for PyTorch, training performance table:
+# 2,470 img/s on one A100 80GB with mixed precision (DGX A100, batch 256).
+A100_RESNET50_IMAGES_PER_SECOND = 2470
+RESNET50_GOAL = 3000  # img/s on an H100/H200: the A100 anchor plus the newer chip's margin
 STUDY_EPOCH_SECONDS = 78  # the CUB-200 ResNet-50 studies' epoch on an A100 (~8,500 images, PIL decoding)
 EPOCH_GOAL_SECONDS = 5
 CUB_TRAIN, CUB_TEST = 5994, 5794  # CUB-200-2011's split
 RECIPE_FILE = PROJECT_ROOT / "spaces" / "recipes" / "cub200_resnet50.yaml"
-# The recipe's `fixed:` as main has it (commit 40b0358), for a tree without the file; less
-# stage_lr_divisors, a key this tree lacks.
-FALLBACK_RECIPE = {"dataset": "cub200", "image_size": 224, "model": "resnet50", "optimizer": "adamw",
-                   "weight_decay": 0.0, "lr": 2.0e-3, "schedule": "onecycle", "batch_size": 64, "hflip": True,
-                   "crop": "random_resized", "amp": "bf16", "channels_last": True}
-STUDY_ROTATION_DEGREES = 5  # the studies' +-5 degrees; the recipe file predates the rotation_degrees key
 
 
-def _say(line: str) -> None:
-    print(line, flush=True)
+# --- the training steps measured, on any device -----------------------------------------------
+
+
+def train_images_per_second(model: torch.nn.Module, batch: int, size: int, channels: int, classes: int,
+                            steps: int, device: str, warmup: int = 3) -> float:
+    """Training images/s on synthetic data: bf16 autocast, channels_last, SGD, cross-entropy."""
+    model = model.to(device).to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    x = torch.randn(batch, channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, classes, (batch,), device=device)
+
+    def step():
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):  # cuDNN autotuning and allocator growth happen here, not in the timing
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return batch * steps / (time.perf_counter() - t0)
+
+
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def cifar_epoch_seconds(device: str, n: int = 50_000, batch: int = 512, size: int = 32) -> float:
+    """One epoch of tricktune's small-stem ResNet-18 over ``n`` synthetic CIFAR-size images held
+    on ``device`` (uint8, normalised per batch as the memory path does); bf16, channels_last."""
+    cfg = recipe(model="resnet18", device=device)
+    model = build_model(cfg, 10, 3, size).to(device).to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 10, (n,), device=device)
+
+    def step(index):
+        x = (images[index].float() / 255 - 0.5).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), labels[index])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step(torch.arange(batch, device=device))
+    _sync(device)
+    t0 = time.perf_counter()
+    order = torch.randperm(n, device=device)
+    for start in range(0, n, batch):
+        step(order[start:start + batch])
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def bench_gpu(quick: bool) -> list[Figure]:
+    """``make bench``'s figure 5."""
+    if not torch.cuda.is_available():
+        say("GPU: skipped (no CUDA device)")
+        return [Figure("5. GPU: ResNet-50 224 px bf16 images/s vs A100 reference", "skipped (no CUDA device)",
+                       f">= {A100_RESNET50_IMAGES_PER_SECOND} img/s", None)]
+    import torchvision
+
+    gpu = torch.cuda.get_device_name()
+    steps = 5 if quick else 50
+    r50 = train_images_per_second(torchvision.models.resnet50(), batch=256 if not quick else 32, size=224,
+                                  channels=3, classes=1000, steps=steps, device="cuda")
+    ratio = r50 / A100_RESNET50_IMAGES_PER_SECOND
+    epoch = cifar_epoch_seconds("cuda", n=50_000 if not quick else 2048)
+    lines = [f"GPU: {gpu}",
+             f"ResNet-50 224 px, batch 256, bf16, channels_last, synthetic: {r50:.0f} img/s = {ratio:.2f}x NVIDIA's "
+             f"{A100_RESNET50_IMAGES_PER_SECOND} img/s on one A100 (mixed precision, DALI; theirs is an A100, "
+             "so compare like with like)",
+             f"CIFAR-size ResNet-18 (small stem), 50,000 synthetic 32 px images on the GPU, batch 512, bf16: "
+             f"{epoch:.1f} s/epoch"]
+    for line in lines:
+        say("  " + line)
+    return [Figure(f"5. GPU ({gpu}): ResNet-50 224 px bf16 vs A100 reference", f"{r50:.0f} img/s ({ratio:.2f}x)",
+                   f">= {A100_RESNET50_IMAGES_PER_SECOND} img/s", ratio >= 1.0, lines),
+            Figure(f"5b. GPU ({gpu}): CIFAR-10-size ResNet-18 epoch", f"{epoch:.1f} s", "info", None)]
+
+
+# --- make bench-gpu: 1 and 2, one trial's speed -----------------------------------------------
 
 
 def resnet50_throughput(device: str, tiny: bool) -> list[Figure]:
@@ -61,7 +151,7 @@ def resnet50_throughput(device: str, tiny: bool) -> list[Figure]:
                                    steps=steps, device=device, warmup=1 if tiny else 5)
     line = (f"ResNet-50, {size} px, batch {batch}, bf16, channels_last, synthetic: {rate:.1f} img/s "
             f"(NVIDIA's A100 anchor {A100_RESNET50_IMAGES_PER_SECOND}; goal >= {RESNET50_GOAL})")
-    _say("  " + line)
+    say("  " + line)
     if device == "cpu":
         return [Figure("1. ResNet-50 224 px bf16 training img/s", "skipped: no GPU", f">= {RESNET50_GOAL}",
                        None, [line + " - CPU, tiny: checks the code only"])]
@@ -81,13 +171,8 @@ def cub_recipe() -> dict:
     """The cub200_resnet50 recipe's fixed training keys (spaces/recipes/cub200_resnet50.yaml)."""
     import yaml
 
-    if RECIPE_FILE.is_file():
-        with open(RECIPE_FILE) as fh:
-            fixed = dict(yaml.safe_load(fh)["fixed"])
-    else:
-        fixed = dict(FALLBACK_RECIPE)
-    fixed.setdefault("rotation_degrees", STUDY_ROTATION_DEGREES)
-    return fixed
+    with open(RECIPE_FILE) as fh:
+        return dict(yaml.safe_load(fh)["fixed"])
 
 
 def recipe_config(root: str, weights: str, tiny: bool, device: str) -> TrainConfig:
@@ -125,7 +210,7 @@ def cub_recipe_epoch(device: str, tiny: bool, tmp: str) -> list[Figure]:
              f"{last['images_per_second']:.0f} img/s); epoch 1 {history[0]['epoch_seconds']:.1f} s; "
              f"the studies: {STUDY_EPOCH_SECONDS} s on an A100, goal < {EPOCH_GOAL_SECONDS} s"]
     for line in lines:
-        _say("  " + line)
+        say("  " + line)
     name = "2. cub200_resnet50 recipe, seconds per epoch"
     if device == "cpu":
         return [Figure(name, "skipped: no GPU", f"< {EPOCH_GOAL_SECONDS} s", None,
@@ -134,7 +219,7 @@ def cub_recipe_epoch(device: str, tiny: bool, tmp: str) -> list[Figure]:
                    last["epoch_seconds"] < EPOCH_GOAL_SECONDS, lines)]
 
 
-# --- 3 and 4: packing trials on one GPU ------------------------------------------------------
+# --- make bench-gpu: 3 and 4, packing trials on one GPU ---------------------------------------
 
 
 def _space_yaml(path: str, trials: int, at_once: int, gpus: float, cpus: float, fixed: dict) -> str:
@@ -188,7 +273,6 @@ class GpuSampler(threading.Thread):
 
 
 def packing(device: str, tiny: bool, tmp: str) -> list[Figure]:
-    from search.bench import _start_ray, _stop_ray
     from search.runner import SearchOptions, run_search
 
     cores = os.cpu_count() or 1
@@ -199,7 +283,7 @@ def packing(device: str, tiny: bool, tmp: str) -> list[Figure]:
     # Without a GPU the same mechanics run on CPU shares: 4 x 1/4 of the cores against 1 x all.
     share = {True: (0.25, cores / 4), False: (1.0, cores)} if device == "cuda" else \
         {True: (0, cores / 4), False: (0, cores)}
-    _start_ray()
+    start_ray()
     rates, utilisation = {}, []
     try:
         for packed in (True, False):
@@ -217,7 +301,7 @@ def packing(device: str, tiny: bool, tmp: str) -> list[Figure]:
                 utilisation = sampler.stop()
             rates[packed] = _trial_epochs(summary["results"]) / minutes
     finally:
-        _stop_ray()
+        stop_ray()
     ratio = rates[True] / rates[False]
     packed_share, alone_share = (("0.25 GPU", "1 GPU") if device == "cuda" else
                                  (f"{cores / 4:g} CPU", f"{cores} CPUs"))
@@ -228,7 +312,7 @@ def packing(device: str, tiny: bool, tmp: str) -> list[Figure]:
         lines.append(f"GPU utilisation during the packed search: median {statistics.median(utilisation):.0f} %, "
                      f"mean {statistics.mean(utilisation):.0f} % over {len(utilisation)} samples (nvidia-smi, 0.5 s)")
     for line in lines:
-        _say("  " + line)
+        say("  " + line)
     if device == "cpu":
         return [Figure("3. 4 trials x 0.25 GPU vs 1 x 1 GPU, trial-epochs/min", "skipped: no GPU", "info", None,
                        [line + " - CPU, tiny: checks the code only" for line in lines]),
@@ -249,10 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cpu":
         torch.set_num_threads(1)  # see recipe_config: on a shared CPU two threads can be 20x slower
     if device == "cuda":
-        _say(f"tricktune bench-gpu on {torch.cuda.get_device_name()}{' (--tiny)' if tiny else ''}")
+        say(f"tricktune bench-gpu on {torch.cuda.get_device_name()}{' (--tiny)' if tiny else ''}")
     else:
-        _say("tricktune bench-gpu: NO CUDA DEVICE - every part runs tiny on the CPU to check the code; "
-             "no GPU figure is measured")
+        say("tricktune bench-gpu: NO CUDA DEVICE - every part runs tiny on the CPU to check the code; "
+            "no GPU figure is measured")
     t0 = time.perf_counter()
     tmp = tempfile.mkdtemp(prefix="tricktune-bench-gpu-")
     from trainable.folder_cache import CACHE_ENV
@@ -273,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[CACHE_ENV] = saved
         shutil.rmtree(tmp, ignore_errors=True)
         torch.set_num_threads(threads)
-    _say(f"\n{table(figures)}\n\ntotal {(time.perf_counter() - t0) / 60:.1f} min on "
-         f"{torch.cuda.get_device_name() if device == 'cuda' else 'the CPU (no GPU figures measured)'}")
+    say(f"\n{table(figures)}\n\ntotal {(time.perf_counter() - t0) / 60:.1f} min on "
+        f"{torch.cuda.get_device_name() if device == 'cuda' else 'the CPU (no GPU figures measured)'}")
     return 0
 
 

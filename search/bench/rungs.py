@@ -1,7 +1,7 @@
 """``make bench`` figures on early stopping: do rungs predict, and what does ASHA save?
 
 fidelity  the default space on the default recipe: a sample of configurations, each over 2
-          seeds, trained to the end (search/fidelity.py); the Spearman of the first rung's
+          seeds, trained to the end (search/tools/fidelity.py); the Spearman of the first rung's
           metric with the final ranking, and the noise floor. Goal: >= 0.7.
 search    ASHA + TPE vs random search run to the end, real Ray Tune searches over a wide
           lr x weight-decay space, both with the default recipe's rung design (precise BN,

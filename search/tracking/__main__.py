@@ -2,7 +2,7 @@
 
 import sys
 
-from search.tracking import import_pending
+from search.tracking.writer import import_pending
 
 if len(sys.argv) == 3 and sys.argv[1] == "import":
     print(f"sent {import_pending(sys.argv[2])} records to MLflow")

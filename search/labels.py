@@ -1,4 +1,5 @@
-"""What a trial is called wherever a person reads it: the console and the MLflow run name.
+"""What a trial is called wherever a person reads it: the console, the MLflow run name and the
+report (search/report/rows.py adds an ablation variant's changes, in the same form).
 
 A trial is its searched values in the space file's own key names (``mixup_alpha=0.42
 lr=0.13``); the reference trial says so (``baseline: mixup_alpha=0 lr=0.1``). Ray's

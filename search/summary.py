@@ -14,6 +14,7 @@ import sys
 from search.domains import baseline_key, is_baseline
 from search.stats import mean_std
 from search.tracking import MlflowTracker, experiment_name
+from search.verdicts import confirmation_rows
 from spaces import Space
 
 
@@ -86,17 +87,15 @@ def _best_checkpoint(best) -> tuple[str, str] | None:
 
 def confirmation_lines(confirm_summary: dict, metric: str) -> list[str]:
     """The confirmation table as printed at the end of a search."""
-    rows = confirm_summary["rows"]
-    width = max(len(r["label"]) for r in rows)
+    rows = confirmation_rows(confirm_summary)
+    width = max(len(r.label) for r in rows)
     seeds = ", ".join(map(str, confirm_summary["seeds"]))
     lines = [f"confirmed over seeds {seeds} ({metric}: mean ± std; Δ vs baseline paired by seed, 95% CI):"]
     for row in rows:
-        spread = f" ± {row['std']:.2f}" if row.get("std") is not None else ""
-        value = f"{row['mean']:.2f}{spread}" if row["mean"] is not None else "no finished run"
-        text = f"  {row['label']:<{width}}  {value:<14} n={row['n']}"
-        if "verdict" in row:
-            p = f"p={row['p_value']:.3g}" if row.get("p_value") is not None else "p=n/a"
-            text += f"  Δ {row['delta']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}] {p}  {row['verdict']}"
+        value = row.value if row.value is not None else "no finished run"
+        text = f"  {row.label:<{width}}  {value:<14} n={row.n}"
+        if row.verdict is not None:
+            text += f"  Δ {row.delta} p={row.p}  {row.verdict}"
         lines.append(text)
     winner = confirm_summary["winner"]
     if confirm_summary["note"]:

@@ -19,6 +19,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from search import report
+from search.labels import short
 from search.stats import NO_DIFFERENCE
 from spaces import load_space
 from trainable.config import from_dict, to_dict
@@ -144,7 +145,7 @@ def test_table_matches_the_runs_in_mlflow(tpe):
         seconds = [m.value for m in tpe["client"].get_metric_history(run.info.run_id, "epoch_seconds")]
         assert row["s/epoch"] == f"{sum(seconds) / len(seconds):.2f}"
         assert row["epochs"] == f"{run.data.tags['epochs_run']}/2" and row["outcome"] == run.data.tags["outcome"]
-        assert row["mixup_alpha"] == report._fmt(float(run.data.params["mixup_alpha"]))
+        assert row["mixup_alpha"] == short(float(run.data.params["mixup_alpha"]))
         if run is base:
             assert "baseline" in row["rank"] and row["Δ val_top1 vs baseline"] == "—"
         else:
@@ -301,11 +302,11 @@ def test_interrupted_asha_search_with_every_outcome(tmp_path):
     configs = report.group_configs(record)
     points = report.cost_points(record, configs)
     assert sorted((report.config_label(c), s, v) for c, s, v in points) == [
-        ("baseline (mixup_alpha=0, lr=0.1)", 2.0, 60.0), ("mixup_alpha=0.2, lr=0.1", 2.0, 65.0),
-        ("mixup_alpha=0.8, lr=0.2", 2.0, 50.0)]
+        ("baseline: mixup_alpha=0 lr=0.1", 2.0, 60.0), ("mixup_alpha=0.2 lr=0.1", 2.0, 65.0),
+        ("mixup_alpha=0.8 lr=0.2", 2.0, 50.0)]
     # One run each: deltas without intervals, worst first (the chart draws the best on top).
     assert [(e.label, e.delta, e.ci_low) for e in report.effects(record, configs, None)] == [
-        ("mixup_alpha=0.8, lr=0.2", -10.0, None), ("mixup_alpha=0.2, lr=0.1", 5.0, None)]
+        ("mixup_alpha=0.8 lr=0.2", -10.0, None), ("mixup_alpha=0.2 lr=0.1", 5.0, None)]
 
 
 def test_pareto_front_is_the_best_value_for_its_cost():

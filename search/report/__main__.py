@@ -2,6 +2,6 @@
 
 import sys
 
-from search.report import main
+from search.report.command import main
 
 sys.exit(main())

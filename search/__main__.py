@@ -3,7 +3,7 @@
 Runs a real Ray Tune search over a named space (spaces/<SPACE>.yaml) layered on a recipe
 (spaces/recipes/): Optuna TPE proposes, ASHA stops bad trials early, then the best
 configurations and the baseline run again over paired seeds and the summary gives each a
-verdict. MLflow records every trial. What it prints is search/console.py's view (redrawn
+verdict. MLflow records every trial. What it prints is search/console/view.py's view (redrawn
 in a terminal, one line per event otherwise), then the summary below; --verbose adds Ray's
 own per-trial boxes and worker logs.
 """

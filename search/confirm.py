@@ -57,10 +57,9 @@ def pick(results, space, top: int) -> list[Candidate]:
                 and not r.metrics.get("nonfinite_loss") and int(r.metrics.get("epoch", 0)) >= space.max_epochs
                 and not is_baseline(r.config, baseline_key(space))]
     finished.sort(key=lambda r: -sign * r.metrics[space.metric])
-    keys = [*space.params, *(["variant"] if space.variants else [])]
     chosen = [Candidate(BASELINE, baseline_point(space))]
     for r in finished:
-        values = {k: r.config[k] for k in keys if k in r.config}
+        values = {k: r.config[k] for k in space.searched if k in r.config}
         label = trial_label(values)
         if len(chosen) <= top and label not in {c.label for c in chosen}:
             chosen.append(Candidate(label, values, r.metrics[space.metric], r.metrics.get("trial_id")))

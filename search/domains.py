@@ -20,18 +20,46 @@ def tune_domain(param):
 
 
 def param_space(space) -> dict:
-    out = {name: tune_domain(p) for name, p in space.params.items()}
+    out = {}
+    for name, p in space.params.items():
+        if p.type == "grid":
+            # The baseline's value first, so a grid that holds the baseline runs it first.
+            base = space.baseline[name]
+            out[name] = tune.grid_search(sorted(p.values, key=lambda value: value != base))
+        else:
+            out[name] = tune_domain(p)
     if space.variants:
-        out["variant"] = tune.grid_search(list(space.variants))
+        out["variant"] = tune.grid_search(list(space.variants))  # "baseline" is the first variant
     return out
 
 
 def baseline_point(space) -> dict:
-    """The searched params' values in the reference trial (evaluated first)."""
-    point = {name: space.baseline[name] for name in space.params}
-    if space.variants:
-        point["variant"] = "baseline"
-    return point
+    """The searched keys' values in the reference trial (evaluated first)."""
+    return {key: "baseline" if key == "variant" else space.baseline[key] for key in space.searched}
+
+
+def grid_size(space) -> int:
+    """The configurations one sample of a grid space walks (1 without a grid)."""
+    size = 1
+    for p in space.params.values():
+        if p.type == "grid":
+            size *= len(p.values)
+    return size * (len(space.variants) if space.variants else 1)
+
+
+def baseline_apart(space) -> bool:
+    """Whether a grid search runs the baseline as a trial of its own before the grid: when
+    the grid does not hold it, i.e. a grid next to sampled params. A grid of every searched
+    key holds the baseline's values; with variants, the "baseline" variant is a grid point."""
+    return space.searcher == "grid" and not space.variants and any(p.type != "grid" for p in space.params.values())
+
+
+def search_trials(space) -> int:
+    """The trials of the search phase. TPE: num_samples, the baseline first among them. A grid:
+    every point once per sample, plus the baseline once when the grid does not hold it."""
+    if space.searcher != "grid":
+        return space.num_samples
+    return space.num_samples * grid_size(space) + baseline_apart(space)
 
 
 def baseline_key(space) -> dict:

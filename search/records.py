@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from search.tracking import experiment_for_space, save_runs_view
 from spaces import PROJECT_ROOT, Space
+from trainable.files import write_text_atomically
 
 STATE_FILE = "tricktune.json"
 
@@ -88,10 +89,8 @@ def resume_state(target: str, storage: str, space_name) -> tuple[str, dict]:
 
 
 def save_state(exp_path: str, state: dict) -> None:
-    tmp = os.path.join(exp_path, STATE_FILE + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(state, fh, indent=2)
-    os.replace(tmp, os.path.join(exp_path, STATE_FILE))  # a kill mid-write keeps the old state
+    """Write the state file whole or not at all: a kill mid-write keeps the previous one."""
+    write_text_atomically(os.path.join(exp_path, STATE_FILE), json.dumps(state, indent=2))
 
 
 def start(client: MlflowClient, space: Space, opts, storage: str) -> tuple[str, dict]:
@@ -110,11 +109,10 @@ def start(client: MlflowClient, space: Space, opts, storage: str) -> tuple[str, 
         "num_samples": space.num_samples, "max_epochs": space.max_epochs, "grace_period": space.grace_period,
         "reduction_factor": space.reduction_factor, "scheduler": space.scheduler, "searcher": space.searcher,
         "confirm_top": space.confirm_top, "confirm_seeds": space.confirm_seeds,
-        "searched": ",".join(space.params) + (",variant" if space.variants else ""),
+        "searched": ",".join(space.searched),
         "overrides": json.dumps(opts.overrides), "smoke": opts.smoke}.items()])
     client.log_artifact(parent.info.run_id, space.path, "space")
-    view = save_runs_view(client, exp_id, name, space.metric, space.mode,
-                          list(space.params) + (["variant"] if space.variants else []))
+    view = save_runs_view(client, exp_id, name, space.metric, space.mode, list(space.searched))
     state = {"space": opts.space, "recipe": opts.recipe, "overrides": opts.overrides, "samples": opts.samples,
              "smoke": opts.smoke, "confirm_top": opts.confirm_top, "confirm_seeds": opts.confirm_seeds,
              "experiment_id": exp_id, "parent_run_id": parent.info.run_id, "tags": tags, "name": name,

@@ -18,12 +18,12 @@ import sys
 from dataclasses import dataclass
 
 from search import confirm, records, tuners
-from search.domains import baseline_key, baseline_point, param_space
+from search.domains import baseline_key, baseline_point, param_space, search_trials
 from search.ray_private import trial_states
 from search.records import STATE_FILE, SearchError, latest_experiment  # noqa: F401 - the runner's public names
 from search.summary import summarize
 from search.tracking import MlflowTracker, default_tracking_uri, runs_url
-from spaces import PROJECT_ROOT, Recipe, Space, load_recipe, load_space
+from spaces import PROJECT_ROOT, Recipe, Space, load_recipe, load_space, override
 
 # --smoke: the whole path (Ray, Optuna, ASHA, confirmation, MLflow) on a sliver of the data.
 SMOKE_FIXED = {"train_subset": 512, "val_subset": 256, "batch_size": 64}
@@ -56,15 +56,7 @@ def prepare_space(opts: SearchOptions) -> Space:
     space = load_space(opts.space, recipe=_recipe(opts.recipe, fixed.pop("data_dir", None)))
     budget = {}
     if opts.smoke:
-        # A GPU recipe's smoke run on a machine without one checks the path on the CPU.
-        # The smoke's slice, never more than the recipe itself trains on (the default: 300 images).
-        shrunk = {k: min(v, space.fixed.get(k) or v) for k, v in SMOKE_FIXED.items()}
-        fixed = {**shrunk, **({"device": "cpu"} if space.gpus_per_trial and not _has_gpu() else {}), **fixed}
-        budget = {k: min(v, getattr(space, k)) for k, v in SMOKE_BUDGET.items()}
-        budget["grace_period"] = min(budget["grace_period"], budget["max_epochs"])
-        if space.baseline.get("warmup_epochs") and "warmup_epochs" not in space.params:
-            # The recipe's warmup, shrunk with the epochs (cifar100's 5 of 200 would outlast 2).
-            fixed.setdefault("warmup_epochs", space.baseline["warmup_epochs"] * budget["max_epochs"] / space.max_epochs)
+        fixed, budget = _smoke(space, fixed)
     for key in ("samples", "confirm_top", "confirm_seeds"):
         if getattr(opts, key) is not None:
             budget["num_samples" if key == "samples" else key] = getattr(opts, key)
@@ -77,8 +69,33 @@ def prepare_space(opts: SearchOptions) -> Space:
               f"{cores}: using {cores}", file=sys.stderr)
         budget["cpus_per_trial"] = cores
     if fixed or budget:
-        space = space.override(fixed=fixed, **budget)
-    return space
+        space = override(space, fixed=fixed, **budget)
+    return _smoke_fits_the_data(space, opts.overrides) if opts.smoke else space
+
+
+def _smoke(space: Space, fixed: dict) -> tuple[dict, dict]:
+    """(fixed, budget) of --smoke: a slice of the data, 2 epochs, 3 trials; ``fixed`` (the
+    user's --set values) wins over the smoke's."""
+    # The smoke's slice, never more than the recipe itself trains on (the default: 300 images).
+    shrunk = {k: min(v, space.fixed.get(k) or v) for k, v in SMOKE_FIXED.items()}
+    # A GPU recipe's smoke run on a machine without one checks the path on the CPU.
+    fixed = {**shrunk, **({"device": "cpu"} if space.gpus_per_trial and not _has_gpu() else {}), **fixed}
+    budget = {k: min(v, getattr(space, k)) for k, v in SMOKE_BUDGET.items()}
+    if space.baseline.get("warmup_epochs") and "warmup_epochs" not in space.params:
+        # The recipe's warmup, shrunk with the epochs (cifar100's 5 of 200 would outlast 2).
+        fixed.setdefault("warmup_epochs", space.baseline["warmup_epochs"] * budget["max_epochs"] / space.max_epochs)
+    return fixed, budget
+
+
+def _smoke_fits_the_data(space: Space, user: dict) -> Space:
+    """The smoke's slice cut to the data set's own splits: a 439-image folder has no 512-image
+    prefix. Only the split sizes are read here (a folder's files listed, none decoded); a
+    subset the user set with --set is left to fail as it would without --smoke."""
+    from trainable.data import split_sizes
+
+    sizes = dict(zip(("train_subset", "val_subset"), split_sizes(space.trial_config(baseline_point(space)))))
+    cut = {key: n for key, n in sizes.items() if key not in user and space.fixed[key] > n}
+    return override(space, fixed=cut) if cut else space
 
 
 def _recipe(name: str | None, data_dir: str | None) -> Recipe:
@@ -135,7 +152,7 @@ def run_search(opts: SearchOptions) -> dict:
     shared = {k: v for k, v in state["tags"].items() if k in ("space", "recipe", "search", "git_commit")}
     tracker = MlflowTracker(tracking_uri, state["experiment_id"], state["parent_run_id"], space, exp_path,
                             base_tags=shared, baseline_key=baseline_key(space))
-    console = for_search(space, baseline_key(space), space.num_samples * _grid_size(space), opts.verbose)
+    console = for_search(space, baseline_key(space), search_trials(space), opts.verbose)
     if dashboard_url and opts.verbose:
         console.note("\n".join(dashboard_sign_in(dashboard_url, tty=sys.stdout.isatty())))
     interrupted, confirmation = True, None
@@ -170,10 +187,10 @@ def search_phase(space: Space, opts: SearchOptions, state: dict, exp_path: str, 
         tuner = tuners.restore(exp_path, fn, domains, callbacks)
     else:
         tuner = tuners.new_tuner(exp_path, fn, domains, space, tuners.searcher(space, baseline_point(space)),
-                                 tuners.scheduler(space, exp_path), space.num_samples, callbacks, opts.verbose,
-                                 opts.max_failures)
+                                 tuners.scheduler(space, exp_path), tuners.search_samples(space), callbacks,
+                                 opts.verbose, opts.max_failures)
     results = tuner.fit()
-    return results, _unfinished(results, space.num_samples * _grid_size(space), tracker)
+    return results, _unfinished(results, search_trials(space), tracker)
 
 
 def confirm_phase(space: Space, opts: SearchOptions, state: dict, exp_path: str, callbacks: list, results):
@@ -231,14 +248,6 @@ def _unfinished(results, expected: int, tracker: MlflowTracker) -> bool:
         if tracker.trial_status.get(t.trial_id) == "RUNNING" or not (t.last_result or {}).get("epoch"):
             return True
     return False
-
-
-def _grid_size(space) -> int:
-    size = 1
-    for p in space.params.values():
-        if p.type == "grid":
-            size *= len(p.values)
-    return size * (len(space.variants) if space.variants else 1)
 
 
 def _close_open_runs(tracker: MlflowTracker, state: dict, interrupted: bool) -> None:

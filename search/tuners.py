@@ -15,23 +15,20 @@ import threading
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from search.domains import baseline_key, is_baseline
+from search.domains import baseline_apart, baseline_key, is_baseline
 from search.ray_private import asha_rungs, asha_time_attr_and_max_t, run_config_callbacks, set_asha_rungs
 from spaces import Space
 from trainable.config import METRICS
+from trainable.files import write_text_atomically
 
 
 def init_ray(dashboard: bool, verbose: int = 1) -> str | None:
     """Start (or join) Ray; returns the dashboard's address when one was started."""
     import ray
 
-    # A checkpoint per epoch makes Ray snapshot its state often on short epochs; that is
-    # intended here, so don't warn about it (every few seconds).
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if verbose < 2:
-        # Tune's new console engine prints a box per experiment and a results path even at
-        # verbose=0; the legacy engine prints nothing at 0. tricktune's console says it all.
-        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    from search.console.quiet import quiet_libraries
+
+    quiet_libraries(verbose)  # before Ray and Tune read their settings from the environment
     if ray.is_initialized():
         return None
     kwargs = dict(include_dashboard=dashboard, log_to_driver=True, configure_logging=True, logging_level="WARNING")
@@ -40,7 +37,7 @@ def init_ray(dashboard: bool, verbose: int = 1) -> str | None:
         # warning is seen; only Ray Train's INFO lines ("Checkpoint successfully created at: ...",
         # one per epoch per trial) stay in the workers' log files. ray.init(logging_config=...)
         # would do it for the whole job, but also reformats the driver's own warnings.
-        kwargs["runtime_env"] = {"worker_process_setup_hook": "search.console.quiet_worker"}
+        kwargs["runtime_env"] = {"worker_process_setup_hook": "search.console.quiet.quiet_worker"}
     if dashboard:
         # 127.0.0.1 only: the dashboard and its job API run code for whoever can reach them.
         kwargs.update(dashboard_host=os.environ.get("TRICKTUNE_DASHBOARD_HOST", "127.0.0.1"),
@@ -61,16 +58,24 @@ def init_ray(dashboard: bool, verbose: int = 1) -> str | None:
 
 
 def searcher(space: Space, base_point: dict):
+    """TPE with the baseline as its first trial, or Ray's variant generator walking the grid:
+    the baseline is then a point of the grid, or evaluated first on its own (``baseline_apart``)."""
     if space.searcher == "grid":
-        from ray.tune.search.basic_variant import BasicVariantGenerator
-
-        # Variants already contain the baseline; otherwise run it first explicitly.
-        points = [] if space.variants else [base_point]
-        return BasicVariantGenerator(points_to_evaluate=points or None, random_state=space.seed)
+        points = [base_point] if baseline_apart(space) else None
+        return BasicVariantGenerator(points_to_evaluate=points, random_state=space.seed)
     from ray.tune.search.optuna import OptunaSearch
 
     return OptunaSearch(sampler=tpe_sampler(seed=space.seed, num_samples=space.num_samples),
                         points_to_evaluate=[base_point], metric=space.metric, mode=space.mode)
+
+
+def search_samples(space: Space) -> int:
+    """The Tuner's num_samples for the search phase, so that it runs ``search_trials(space)``.
+
+    Ray's variant generator counts a point to evaluate as one of num_samples, and a sample
+    of a grid space is a whole walk of the grid: the baseline run apart would cost a walk,
+    so it gets one sample more. TPE's baseline is one of its num_samples trials."""
+    return space.num_samples + (1 if baseline_apart(space) else 0)
 
 
 def tpe_sampler(seed: int, num_samples: int):
@@ -150,10 +155,7 @@ class KeepBaselineASHA(ASHAScheduler):
     def _write_rungs(self) -> None:
         if not self.rungs_file:
             return
-        tmp = self.rungs_file + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(asha_rungs(self), fh)
-        os.replace(tmp, self.rungs_file)  # a kill mid-write keeps the previous rungs
+        write_text_atomically(self.rungs_file, json.dumps(asha_rungs(self)))  # a kill keeps the previous rungs
 
 
 def trainable(space: Space, candidates: dict | None = None):
@@ -209,4 +211,5 @@ def new_tuner(path: str, fn, param_space: dict, space: Space, search_alg, trial_
             checkpoint_config=checkpoints))
 
 
-__all__ = ["init_ray", "searcher", "scheduler", "RUNGS_FILE", "KeepBaselineASHA", "trainable", "restore", "new_tuner"]
+__all__ = ["init_ray", "searcher", "search_samples", "scheduler", "RUNGS_FILE", "KeepBaselineASHA", "trainable",
+           "restore", "new_tuner"]

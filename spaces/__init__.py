@@ -14,16 +14,18 @@ one line naming the file, the key and the fix, before Ray starts. This package i
 no Ray, Optuna or MLflow; ``search/`` turns a :class:`Space` into Ray Tune domains.
 
 Modules: ``files`` (where files live, YAML + header), ``validate`` (one validator per
-section), ``model`` (the typed Param/Space, ``override``), ``recipes``, ``loader``.
+section), ``model`` (the typed Param/Space), ``recipes``, ``loader`` (``load_space`` and
+``override``, the one way a Space is built).
 """
 
 from spaces.errors import SpaceError
 from spaces.files import PROJECT_ROOT, RECIPES_DIR, SPACES_DIR
-from spaces.loader import list_spaces, load_space
+from spaces.loader import list_spaces, load_space, override
 from spaces.model import Param, Space
 from spaces.recipes import DEFAULT_RECIPE, Recipe, list_recipes, load_recipe
 from spaces.validate import BUDGET_DEFAULTS
 from trainable.config import REPORTED_METRICS
 
-__all__ = ["SpaceError", "Param", "Space", "Recipe", "load_space", "list_spaces", "load_recipe", "list_recipes",
-           "DEFAULT_RECIPE", "BUDGET_DEFAULTS", "SPACES_DIR", "RECIPES_DIR", "PROJECT_ROOT", "REPORTED_METRICS"]
+__all__ = ["SpaceError", "Param", "Space", "Recipe", "load_space", "override", "list_spaces", "load_recipe",
+           "list_recipes", "DEFAULT_RECIPE", "BUDGET_DEFAULTS", "SPACES_DIR", "RECIPES_DIR", "PROJECT_ROOT",
+           "REPORTED_METRICS"]

@@ -1,4 +1,5 @@
-"""Where space and recipe files live, and reading one: YAML (duplicate keys refused) + its header."""
+"""Where space and recipe files live, reading one (YAML, duplicate keys refused, + its header),
+and where the file paths written in them point."""
 
 from __future__ import annotations
 
@@ -9,12 +10,27 @@ import pathlib
 import yaml
 
 from spaces.errors import SpaceError
+from trainable.config import looks_like_path
 
 SPACES_DIR = pathlib.Path(__file__).resolve().parent
 RECIPES_DIR = SPACES_DIR / "recipes"
 # Relative file paths in a space or recipe are read against the folder that holds spaces/,
 # not the working directory: Ray runs each trial in a directory of its own.
 PROJECT_ROOT = SPACES_DIR.parent
+# Training keys that hold file paths: relative ones are made absolute against PROJECT_ROOT,
+# and "{recipe}" in them becomes the recipe's name (teachers/{recipe}.pt).
+PATH_KEYS = ("teacher_checkpoint", "data_dir", "pretrained")
+
+
+def absolute(key: str, value, recipe: str = ""):
+    """A path value made absolute against the project root ("{recipe}" filled in)."""
+    if key not in PATH_KEYS or not isinstance(value, str):
+        return value
+    value = value.replace("{recipe}", recipe)
+    if key == "pretrained" and not looks_like_path(value):
+        return value  # a torchvision weights name such as IMAGENET1K_V1
+    path = pathlib.Path(value).expanduser()
+    return str(path if path.is_absolute() else PROJECT_ROOT / path)
 
 
 def display(path: pathlib.Path) -> str:
@@ -127,4 +143,5 @@ def header(text: str, labels: tuple[str, ...], multiline: tuple[str, ...] = ()) 
     return {label: " ".join(parts) for label, parts in found.items()}
 
 
-__all__ = ["SPACES_DIR", "RECIPES_DIR", "PROJECT_ROOT", "display", "names_in", "resolve", "read_yaml", "header"]
+__all__ = ["SPACES_DIR", "RECIPES_DIR", "PROJECT_ROOT", "PATH_KEYS", "absolute", "display",
+           "names_in", "resolve", "read_yaml", "header"]

@@ -1,9 +1,13 @@
-"""``load_space``: a space file, layered on a recipe, validated section by section."""
+"""The one build path of a :class:`Space`: ``load_space`` (a space file layered on a recipe,
+validated section by section) and ``override`` (a loaded space with ``--set`` values and budget
+changes, validated again)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
+import typing
 
 from spaces import validate
 from spaces.errors import SpaceError
@@ -45,12 +49,7 @@ def build(path: pathlib.Path, raw: dict, recipe: Recipe, question: str, command:
     metric, mode = validate.metric_and_mode(file, raw)
     budget_raw = validate.mapping(file, "budget", raw["budget"], "{num_samples: 12}")
     validate.known_budget_keys(file, budget_raw)
-    merged = {**validate.BUDGET_DEFAULTS, **recipe.budget, **budget_raw}
-    if "max_epochs" in budget_raw and "grace_period" not in budget_raw:
-        # A space that trains shorter than its recipe: ASHA cannot wait longer than a trial runs.
-        merged["grace_period"] = min(merged["grace_period"], validate.budget_int(file, "max_epochs",
-                                                                                 budget_raw["max_epochs"]))
-    budget = validate.budget(merged, file)
+    budget = _budget(file, {**validate.BUDGET_DEFAULTS, **recipe.budget}, budget_raw)
     scheduler, seed = validate.scheduler_and_seed(file, raw)
     params_raw = validate.mapping(file, "params", raw["params"], "{mixup_alpha: {type: uniform, low: 0.0, high: 1.0}}")
     own_fixed = validate.mapping(file, "fixed", raw.get("fixed"), "{hflip: true}")
@@ -70,4 +69,45 @@ def build(path: pathlib.Path, raw: dict, recipe: Recipe, question: str, command:
                  scheduler=scheduler, seed=seed, searcher="grid" if grid else "optuna", **budget)
 
 
-__all__ = ["load_space", "list_spaces", "build"]
+def override(space: Space, fixed: typing.Mapping | None = None, num_samples: int | None = None,
+             **budget) -> Space:
+    """A revalidated copy of ``space`` with ``fixed`` keys set (``--set``) and budget keys replaced.
+
+    A searched key set here becomes fixed and leaves ``params`` (and the baseline takes
+    the set value). ``epochs`` is the budget's ``max_epochs``. ``scheduler`` and ``seed``
+    too. Lowering ``max_epochs`` lowers the grace period with it (see ``_budget``).
+    """
+    file = space.file
+    fixed = validate.set_values(file, dict(fixed or {}), space.recipe)
+    if "epochs" in fixed:
+        budget.setdefault("max_epochs", fixed.pop("epochs"))
+    if num_samples is not None:
+        budget["num_samples"] = num_samples
+    top = {key: budget.pop(key) for key in ("scheduler", "seed") if key in budget}
+    validate.known_budget_keys(file, budget, "override ")
+    merged = _budget(file, {key: getattr(space, key) for key in validate.BUDGET_DEFAULTS}, budget)
+    scheduler, seed = validate.scheduler_and_seed(file, {"scheduler": space.scheduler, "seed": space.seed, **top})
+    new_fixed = {**space.fixed, **fixed, "epochs": merged["max_epochs"]}
+    baseline = {**space.baseline, **fixed, "epochs": merged["max_epochs"]}
+    validate.whole_config(file, "--set", baseline)
+    params = validate.resolve(file, {k: p for k, p in space.params.items() if k not in fixed}, baseline)
+    validate.inside(file, params, baseline)
+    validate.domains(file, params, baseline)
+    for name, overrides in space.variants.items():
+        validate.whole_config(file, f"variants.{name}", {**baseline, **overrides})
+    validate.rungs_validated(file, scheduler, new_fixed, params, space.variants)
+    return dataclasses.replace(space, fixed=new_fixed, params=params, baseline=baseline, scheduler=scheduler,
+                               seed=seed, **merged)
+
+
+def _budget(file: str, base: dict, given: dict) -> dict:
+    """``given`` budget keys over ``base``, checked. A ``max_epochs`` given without a grace
+    period of its own also caps the grace period: ASHA cannot wait longer than a trial runs."""
+    merged = {**base, **given}
+    if "max_epochs" in given and "grace_period" not in given:
+        merged["grace_period"] = min(base["grace_period"], validate.budget_int(file, "max_epochs",
+                                                                               given["max_epochs"]))
+    return validate.budget(merged, file)
+
+
+__all__ = ["load_space", "list_spaces", "build", "override"]

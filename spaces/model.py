@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
+import pathlib
 import typing
 from dataclasses import dataclass
 
-from spaces import validate
 from spaces.errors import SpaceError
-from spaces.files import display
+from spaces.files import absolute, display
 from trainable.config import ConfigError, TrainConfig, from_dict
 
 
@@ -48,7 +47,7 @@ class Param:
 class Space:
     """A validated space layered on its recipe. ``fixed`` and ``baseline`` hold coerced
     TrainConfig values; the budget fields are the recipe's, then the space file's, then
-    any command-line override."""
+    any command-line override. Built only by spaces/loader.py (``build``, ``override``)."""
 
     name: str
     path: str
@@ -77,7 +76,12 @@ class Space:
 
     @property
     def file(self) -> str:
-        return display_path(self.path)
+        return display(pathlib.Path(self.path))
+
+    @property
+    def searched(self) -> tuple[str, ...]:
+        """The keys a trial's config varies: the searched params, then ``variant`` if there are variants."""
+        return (*self.params, *(("variant",) if self.variants else ()))
 
     def trial_config(self, sampled: typing.Mapping) -> TrainConfig:
         """fixed + the sampled values (+ the overrides of ``sampled["variant"]``) -> TrainConfig.
@@ -98,55 +102,11 @@ class Space:
                 raise SpaceError(self.file, "variant", f"unknown variant {variant!r}; choose one of "
                                  f"{', '.join(self.variants) or '(this space has no variants)'}")
             overrides = self.variants[variant]
-        values = {k: validate.absolute(k, v, self.recipe) for k, v in {**self.fixed, **sampled, **overrides}.items()}
+        values = {k: absolute(k, v, self.recipe) for k, v in {**self.fixed, **sampled, **overrides}.items()}
         try:
             return from_dict(values)
         except ConfigError as err:
             raise SpaceError(self.file, "trial", str(err)) from None
-
-    def override(self, fixed: typing.Mapping | None = None, num_samples: int | None = None,
-                 **budget) -> Space:
-        """A revalidated copy with ``fixed`` keys set (``--set``) and budget keys replaced.
-
-        A searched key set here becomes fixed and leaves ``params`` (and the baseline takes
-        the set value). ``epochs`` is the budget's ``max_epochs``. Lowering ``max_epochs``
-        below the grace period also lowers the grace period (ASHA cannot wait longer than a
-        trial runs) unless ``grace_period`` is given too. ``scheduler`` and ``seed`` too.
-        """
-        file = self.file
-        fixed = validate.set_values(file, dict(fixed or {}), self.recipe)
-        if "epochs" in fixed:
-            budget.setdefault("max_epochs", fixed.pop("epochs"))
-        if num_samples is not None:
-            budget["num_samples"] = num_samples
-        top = {key: budget.pop(key) for key in ("scheduler", "seed") if key in budget}
-        validate.known_budget_keys(file, budget, "override ")
-        if "max_epochs" in budget and "grace_period" not in budget:
-            budget["grace_period"] = min(self.grace_period, validate.budget_int(file, "max_epochs",
-                                                                                budget["max_epochs"]))
-        merged = validate.budget({**self.budget(), **budget}, file)
-        scheduler, seed = validate.scheduler_and_seed(file, {"scheduler": self.scheduler, "seed": self.seed, **top})
-        new_fixed = {**self.fixed, **fixed, "epochs": merged["max_epochs"]}
-        baseline = {**self.baseline, **fixed, "epochs": merged["max_epochs"]}
-        validate.whole_config(file, "--set", baseline)
-        params = validate.resolve(file, {k: p for k, p in self.params.items() if k not in fixed}, baseline)
-        validate.inside(file, params, baseline)
-        validate.domains(file, params, baseline)
-        for name, overrides in self.variants.items():
-            validate.whole_config(file, f"variants.{name}", {**baseline, **overrides})
-        validate.rungs_validated(file, scheduler, new_fixed, params, self.variants)
-        return dataclasses.replace(self, fixed=new_fixed, params=params, baseline=baseline, scheduler=scheduler,
-                                   seed=seed, **merged)
-
-    def budget(self) -> dict:
-        """The budget as a dict of the budget keys (``validate.BUDGET_DEFAULTS``' keys)."""
-        return {key: getattr(self, key) for key in validate.BUDGET_DEFAULTS}
-
-
-def display_path(path: str) -> str:
-    import pathlib
-
-    return display(pathlib.Path(path))
 
 
 __all__ = ["Param", "Space"]

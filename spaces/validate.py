@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import pathlib
 import re
 import typing
 
 from spaces.errors import SpaceError
-from spaces.files import PROJECT_ROOT
+from spaces.files import absolute
+from spaces.model import Param
 from trainable.config import (
     FIELDS,
     METRICS,
@@ -27,7 +27,6 @@ from trainable.config import (
     from_dict,
     is_int_key,
     is_number_key,
-    looks_like_path,
     unknown_key_hint,
 )
 
@@ -61,23 +60,9 @@ _DIST_FIELDS = {"uniform": ("low", "high"), "loguniform": ("low", "high"), "int"
 # 0.3x-3x the recipe's lr is 0.03-0.3 for SGD at 0.1 and 6e-4-6e-3 for Adam at 2e-3.
 _OPTIONAL_FIELDS = {"uniform": ("relative_to",), "loguniform": ("relative_to",)}
 SCHEDULERS = ("asha", "none")
-# Training keys that hold file paths: relative ones are made absolute against PROJECT_ROOT,
-# and "{recipe}" in them becomes the recipe's name (teachers/{recipe}.pt).
-PATH_KEYS = ("teacher_checkpoint", "data_dir", "pretrained")
 
 
 # --- values --------------------------------------------------------------------------------
-
-def absolute(key: str, value, recipe: str = ""):
-    """A path value made absolute against the project root ("{recipe}" filled in)."""
-    if key not in PATH_KEYS or not isinstance(value, str):
-        return value
-    value = value.replace("{recipe}", recipe)
-    if key == "pretrained" and not looks_like_path(value):
-        return value  # a torchvision weights name such as IMAGENET1K_V1
-    path = pathlib.Path(value).expanduser()
-    return str(path if path.is_absolute() else PROJECT_ROOT / path)
-
 
 def value(file: str, where: str, key: str, raw, recipe: str = ""):
     """One training value, coerced by trainable.config; errors name ``where`` in the file."""
@@ -266,8 +251,6 @@ def set_values(file: str, pairs: dict, recipe: str) -> dict:
 
 def param(file: str, name: str, spec):
     """One ``params:`` entry -> Param (structure and types; bounds are checked by ``domains``)."""
-    from spaces.model import Param
-
     where = f"params.{name}"
     kind = _distribution_type(file, where, name, spec)
     if kind in ("choice", "grid"):

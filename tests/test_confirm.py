@@ -104,9 +104,9 @@ def test_confirm_seeds_0_turns_it_off(tmp_path):
 def test_pick_takes_the_best_finished_distinct_configurations_after_the_baseline():
     from types import SimpleNamespace
 
-    from spaces import load_space
+    from spaces import load_space, override
 
-    space = load_space("mixup_alpha").override(fixed={"epochs": "2"})
+    space = override(load_space("mixup_alpha"), fixed={"epochs": "2"})
 
     def result(alpha, lr, value, epoch=2):
         return SimpleNamespace(config={"mixup_alpha": alpha, "lr": lr},

@@ -1,5 +1,6 @@
 """End to end: real Ray Tune searches (Optuna TPE + ASHA) with a real MLflow store in tmp_path."""
 
+import dataclasses
 import glob
 import os
 import signal
@@ -136,9 +137,9 @@ def test_a_trial_terminated_by_ctrl_c_counts_as_unfinished():
     from types import SimpleNamespace
 
     from search.runner import _unfinished
-    from spaces import load_space
+    from spaces import load_space, override
 
-    space = load_space("baseline").override(num_samples=3)
+    space = override(load_space("baseline"), num_samples=3)
     tracker = SimpleNamespace(trial_status={"done": "FINISHED", "live": "RUNNING"})
 
     def grid(*trials):
@@ -166,9 +167,9 @@ def test_asha_rungs_survive_a_resume(tmp_path):
     from ray.tune.schedulers import TrialScheduler
 
     from search import tuners
-    from spaces import load_space
+    from spaces import load_space, override
 
-    space = load_space("mixup_alpha").override(num_samples=6)  # ASHA on val_loss, first rung at grace_period
+    space = override(load_space("mixup_alpha"), num_samples=6)  # ASHA on val_loss, first rung at grace_period
     created = tuners.scheduler(space, str(tmp_path))
     as_saved = pickle.dumps(created)  # what the Tuner stores when a search starts
     rung = space.grace_period
@@ -188,3 +189,59 @@ def test_asha_rungs_survive_a_resume(tmp_path):
     fresh = tuners.scheduler(space)  # without the rungs file: nothing to judge against
     assert judge(fresh, trial(0.8), 1.50) == TrialScheduler.CONTINUE
     assert (tmp_path / tuners.RUNGS_FILE).exists()
+
+
+GRID_LR = {"lr": {"type": "grid", "values": [0.004, 0.025]}}
+GRID_SHAPES = {  # space name -> (params, baseline, the lr of each trial): each grid point once, the baseline once
+    "on_grid": (GRID_LR, {"lr": 0.004}, [0.004, 0.025]),  # the baseline is one of the grid's points
+    # Next to a sampled key the grid's points are not the baseline: it runs apart, first.
+    "off_grid": ({**GRID_LR, "mixup_alpha": {"type": "uniform", "low": 0.0, "high": 1.0}}, {"lr": 0.025},
+                 [0.004, 0.025, 0.025]),
+}
+
+
+def test_a_grid_runs_every_point_once_and_the_baseline_once(tmp_path):
+    # A baseline on the grid once took the grid's one sample: the search announced 2 trials,
+    # ran the baseline alone and called itself INTERRUPTED. Both shapes, in one process (one Ray).
+    paths = []
+    for name, (params, baseline, _) in GRID_SHAPES.items():
+        paths.append(tmp_path / f"{name}.yaml")
+        paths[-1].write_text(tiny_space_yaml("does a grid run each point once?", params, samples=1, epochs=1,
+                                             train_subset=64, scheduler="none", baseline=baseline))
+    script = ("import sys; from search.__main__ import main; "
+              "sys.exit(max(main([p, '--storage', sys.argv[1]]) for p in sys.argv[2:]))")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "ray"), *map(str, paths)], capture_output=True,
+                         text=True, cwd=ROOT, env=search_env(tmp_path), timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "INTERRUPTED" not in out.stdout, out.stdout[-3000:]
+    for name, (_, baseline, lrs) in GRID_SHAPES.items():
+        assert f"search {name} on recipe fashion_mnist_resnet20: {len(lrs)} trials" in out.stdout
+        _, (parent,), trials = trial_runs(tmp_path, name)
+        assert parent.data.tags["state"] == "finished"
+        assert sorted(float(r.data.params["lr"]) for r in trials) == lrs
+        (base,) = [r for r in trials if r.data.tags["is_baseline"] == "true"]
+        assert float(base.data.params["lr"]) == baseline["lr"] and float(base.data.params["mixup_alpha"]) == 0.0
+        assert {r.data.tags["outcome"] for r in trials} == {"completed"}
+
+
+def test_smoke_fits_its_slice_to_a_small_folder(tmp_path):
+    # --smoke trains on 512/256 images (at most the recipe's 300/1000): a folder with fewer
+    # once failed on the smoke's own subset ("train_subset=512 but cub200 has only 439 images").
+    from search.bench.synthetic_cub import write_cub_folder
+    from search.domains import baseline_point
+    from search.runner import SearchOptions, prepare_space
+    from trainable.data import load_data
+    from trainable.loop import preflight
+
+    cub = write_cub_folder(tmp_path / "CUB_200_2011", classes=10, train_per_class=2, test_per_class=1, size=(32, 32))
+    opts = SearchOptions(space="mixup_alpha", overrides={"dataset": "cub200", "data_dir": str(cub)}, smoke=True)
+    space = prepare_space(opts)
+    assert (space.fixed["train_subset"], space.fixed["val_subset"], space.max_epochs) == (20, 10, 2)
+    cfg = space.trial_config(baseline_point(space))
+    preflight(cfg)
+    data = load_data(cfg, "cpu")
+    assert (data.n_train, data.n_val) == (20, 10)
+    # On a data set larger than the slice, the smoke keeps it; a subset set by the user stays the user's.
+    assert prepare_space(SearchOptions(space="mixup_alpha", overrides={}, smoke=True)).fixed["train_subset"] == 300
+    mine = prepare_space(dataclasses.replace(opts, overrides={**opts.overrides, "train_subset": "0"}))
+    assert mine.fixed["train_subset"] == 0 and mine.fixed["val_subset"] == 10

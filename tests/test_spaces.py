@@ -19,6 +19,7 @@ from spaces import (
     list_spaces,
     load_recipe,
     load_space,
+    override,
 )
 from trainable.config import ConfigError, TrainConfig, from_dict
 
@@ -113,6 +114,12 @@ def test_ablation_is_a_grid_of_variants_and_seeds():
         space.trial_config({"seed": 0, "variant": "mixupp"})
 
 
+def test_searched_is_what_a_trials_config_varies():
+    assert load_space("mixup_alpha").searched == ("mixup_alpha", "lr")
+    assert load_space("ablation").searched == ("seed", "variant")
+    assert override(load_space("mixup_alpha"), fixed={"lr": "0.05"}).searched == ("mixup_alpha",)
+
+
 def test_trial_config_needs_every_param_and_valid_values():
     space = load_space("mixup_alpha")
     with pytest.raises(SpaceError, match="lr"):
@@ -127,7 +134,7 @@ def test_relative_paths_are_made_absolute_against_the_project_root(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SpaceError, match=f"no directory at '{PROJECT_ROOT / 'data'}'"):
         load_space(str(path))
-    monkeypatch.setattr("spaces.validate.PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr("spaces.files.PROJECT_ROOT", tmp_path)
     space = load_space(str(path))
     assert space.fixed["data_dir"] == str(tmp_path / "data")
     assert space.fixed["pretrained"] == "IMAGENET1K_V1"  # a weights name, not a path
@@ -143,23 +150,23 @@ def test_spaces_imports_no_ray_optuna_mlflow_or_torch():
 # --- override: --set, --samples, --smoke ------------------------------------------------
 
 def test_override_of_a_fixed_key_changes_it():
-    space = load_space("mixup_alpha").override(fixed={"weight_decay": "1e-4", "hflip": "false"})
+    space = override(load_space("mixup_alpha"), fixed={"weight_decay": "1e-4", "hflip": "false"})
     assert space.fixed["weight_decay"] == 1e-4 and space.fixed["hflip"] is False
     assert space.baseline["weight_decay"] == 1e-4
     assert space.trial_config(draw(space, 1)[0]).weight_decay == 1e-4
 
 
 def test_override_of_a_searched_key_fixes_it_and_removes_it_from_params():
-    space = load_space("mixup_alpha").override(fixed={"lr": "0.05"})
+    space = override(load_space("mixup_alpha"), fixed={"lr": "0.05"})
     assert "lr" not in space.params and space.fixed["lr"] == 0.05
     assert list(space.params) == ["mixup_alpha"]
     assert space.trial_config({"mixup_alpha": 0.3}).lr == 0.05
 
 
 def test_override_of_the_budget_and_epochs():
-    space = load_space("lr").override(num_samples=2, max_concurrent=1)
+    space = override(load_space("lr"), num_samples=2, max_concurrent=1)
     assert (space.num_samples, space.max_concurrent) == (2, 1)
-    shorter = load_space("ablation").override(fixed={"epochs": "2"})
+    shorter = override(load_space("ablation"), fixed={"epochs": "2"})
     assert shorter.max_epochs == 2 and shorter.fixed["epochs"] == 2
     assert shorter.trial_config({"seed": 1, "variant": "cutmix"}).epochs == 2
 
@@ -168,8 +175,8 @@ def test_override_of_the_budget_and_epochs():
 def test_every_space_survives_a_two_epoch_smoke_override(name):
     # What --smoke needs: 2 epochs, a slice of the data, two trials. (1 epoch would make
     # the warmup domains of schedule/tricks/ablation invalid: warmup must end before training.)
-    space = load_space(name).override(fixed={"epochs": "2", "train_subset": "512", "val_subset": "256"},
-                                      num_samples=2)
+    space = override(load_space(name), fixed={"epochs": "2", "train_subset": "512", "val_subset": "256"},
+                     num_samples=2)
     assert space.max_epochs == 2 and space.grace_period <= 2
     assert space.trial_config(draw(space, 1)[0]).train_subset == 512
 
@@ -177,14 +184,14 @@ def test_every_space_survives_a_two_epoch_smoke_override(name):
 def test_eval_every_needs_a_search_that_stops_nothing_early(tmp_path):
     # ASHA ranks at its rungs on the validation metric; without ASHA a search may validate less.
     with pytest.raises(SpaceError, match="keep eval_every 1, or set scheduler: none"):
-        load_space("mixup_alpha").override(fixed={"eval_every": "5"})
-    space = load_space("mixup_alpha").override(fixed={"eval_every": "5"}, scheduler="none")
+        override(load_space("mixup_alpha"), fixed={"eval_every": "5"})
+    space = override(load_space("mixup_alpha"), fixed={"eval_every": "5"}, scheduler="none")
     assert space.trial_config(space.baseline).eval_every == 5
 
 
 def test_override_lowers_the_grace_period_with_max_epochs(tmp_path):
     path = write(tmp_path, PARAMS + "budget: {num_samples: 2, max_epochs: 6, grace_period: 3}\n")
-    space = load_space(str(path)).override(max_epochs=2)
+    space = override(load_space(str(path)), max_epochs=2)
     assert space.grace_period == 2
 
 
@@ -198,14 +205,14 @@ def test_override_lowers_the_grace_period_with_max_epochs(tmp_path):
 ], ids=["out-of-range", "wrong-type", "unknown-key", "bad-epochs", "zero-samples", "unknown-budget-key"])
 def test_a_bad_override_raises(overrides, fragment):
     with pytest.raises(SpaceError) as info:
-        load_space("mixup_alpha").override(**overrides)
+        override(load_space("mixup_alpha"), **overrides)
     assert fragment in str(info.value)
     assert "mixup_alpha.yaml" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_override_keeps_the_space_frozen():
     space = load_space("mixup_alpha")
-    space.override(fixed={"lr": "0.05"})
+    override(space, fixed={"lr": "0.05"})
     assert "lr" in space.params
     with pytest.raises(dataclasses.FrozenInstanceError):
         space.metric = "val_loss"
@@ -452,7 +459,7 @@ def test_recipe_placeholder_in_paths_names_the_recipe(tmp_path, monkeypatch):
     teacher = tmp_path / "teachers" / "tiny_recipe.pt"
     teacher.parent.mkdir()
     teacher.write_bytes(b"")
-    monkeypatch.setattr("spaces.validate.PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr("spaces.files.PROJECT_ROOT", tmp_path)
     body = "fixed:\n  teacher_checkpoint: teachers/{recipe}.pt\n" + PARAMS + BUDGET
     space = load_space(str(write(tmp_path, body)), recipe=str(write_recipe(tmp_path, RECIPE_GOOD)))
     assert space.fixed["teacher_checkpoint"] == str(teacher)
@@ -515,6 +522,6 @@ def test_relative_bounds_follow_the_recipe_and_a_set_value():
     assert (space.params["min_lr"].high, space.params["warmup_epochs"].high) == pytest.approx(
         (recipe.fixed["lr"] / 10, recipe.budget["max_epochs"] / 4))
     assert "0x-0.1x lr" in space.params["min_lr"].describe()
-    shorter = space.override(fixed={"epochs": "2", "lr": "0.05"})
+    shorter = override(space, fixed={"epochs": "2", "lr": "0.05"})
     assert (shorter.params["min_lr"].high, shorter.params["warmup_epochs"].high) == (0.005, 0.5)
     assert load_space("lr", recipe="cifar100_resnet50").params["lr"].low == 0.025  # 0.1 x its 0.25

@@ -33,7 +33,7 @@ BASELINE = "baseline"
 CANDIDATE_KEY, SEED_KEY = "candidate", "seed"
 # A confirmation run is never stopped early and only its final value counts, so it validates
 # every 5th epoch (a coarse curve in MLflow) and the last, not after each: with validation
-# and precise BN a default-recipe epoch took 3.3 s median on the CPU, without 1.5 s (README).
+# and precise BN a default-recipe epoch took 3.3 s median on the CPU, without 1.5 s (docs/evidence.md).
 EVAL_EVERY = 5
 
 

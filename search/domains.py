@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from ray import tune
+# Ray Tune is imported inside the two functions that build domains, so reading a search's
+# records (make report, the console summary) does not start Ray Tune's import.
 
 
 def tune_domain(param):
+    from ray import tune
+
     if param.type == "uniform":
         return tune.uniform(param.low, param.high)
     if param.type == "loguniform":
@@ -20,6 +23,8 @@ def tune_domain(param):
 
 
 def param_space(space) -> dict:
+    from ray import tune
+
     out = {}
     for name, p in space.params.items():
         if p.type == "grid":

@@ -131,7 +131,7 @@ def load_search(client: MlflowClient, parent, space: Space, tracking_uri: str) -
     params, tags = parent.data.params, parent.data.tags
     # What the search actually ran with (a --set or an edited space file may differ
     # from today's file); the space file fills in what an older parent run lacks.
-    searched = [k for k in params.get("searched", ",".join(space.params)).split(",") if k]
+    searched = [k for k in params.get("searched", ",".join(space.searched)).split(",") if k]
     record = SearchRecord(
         space=space, tracking_uri=tracking_uri, parent_id=parent.info.run_id,
         name=parent.info.run_name or parent.info.run_id,

@@ -32,7 +32,7 @@ from search import confirm
 from search.domains import baseline_point, param_space
 from search.labels import trial_label
 
-GOAL = 0.7  # issue 12: the first rung must rank configurations at Spearman >= 0.7
+GOAL = 0.7  # a first rung must rank configurations at Spearman >= 0.7 to be trusted with cuts
 RUNG_METRICS = ("val_top1", "val_loss")
 
 

@@ -9,7 +9,6 @@
   and the link that opens a search in the MLflow UI.
 """
 
-from search.tracking.callback import MlflowTracker, trial_outcome
 from search.tracking.ui import (
     DEFAULT_UI,
     EXPERIMENT_KIND_TAG,
@@ -25,3 +24,13 @@ from search.tracking.writer import PENDING_FILE, MlflowWriter, _Op, import_pendi
 __all__ = ["DEFAULT_UI", "EXPERIMENT_KIND_TAG", "PENDING_FILE", "TRAINING_KIND", "MlflowTracker", "MlflowWriter",
            "_Op", "default_tracking_uri", "experiment_for_space", "experiment_name", "import_pending", "runs_url",
            "save_runs_view", "trial_outcome"]
+
+
+def __getattr__(name: str):
+    # The callback subclasses Ray Tune's: imported on first use, so what only reads the
+    # store (make report, python -m search.tracking import) never imports Ray Tune.
+    if name in ("MlflowTracker", "trial_outcome"):
+        from search.tracking import callback
+
+        return getattr(callback, name)
+    raise AttributeError(f"module 'search.tracking' has no attribute {name!r}")

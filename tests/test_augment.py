@@ -8,7 +8,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from trainable.config import ConfigError, TrainConfig, from_dict
-from trainable.data import FASHION_MNIST_STATS
+from trainable.registry import FASHION_MNIST_STATS
 from trainable.tricks.augment import PAD, BatchAugment, policy, sample_transform
 from trainable.tricks.batch_geometry import crop_flip_rotate, random_resized_crop_boxes
 

@@ -114,6 +114,17 @@ print("checksum", float(x.double().sum()), flush=True)
 """
 
 
+def blocked_on(lock_path) -> set[int]:
+    """The processes the kernel lists as waiting for the flock on ``lock_path`` (Linux /proc/locks:
+    ``N: -> FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> ...``, device numbers in hex)."""
+    st = os.stat(lock_path)
+    file_id = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks") as f:
+        rows = [line.split() for line in f if "->" in line]
+    return {int(row[5]) for row in rows if row[2] == "FLOCK" and row[6] == file_id}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs Linux's /proc/locks to see who waits")
 def test_concurrent_processes_wait_for_one_decode(tmp_path, cache_dir):
     root = write_imagefolder(tmp_path / "data")
     cache = FolderCache(sorted(str(p) for p in root.rglob("*.jpg")))  # the same root folder's lock
@@ -124,7 +135,13 @@ def test_concurrent_processes_wait_for_one_decode(tmp_path, cache_dir):
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
         for proc in procs:
             assert proc.stdout.readline() == "ready\n", proc.stderr.read()
-        time.sleep(2)
+        # Not a timed wait: the kernel must list both as blocked on this lock, and neither may
+        # finish first (a build that skipped the lock would decode and exit).
+        deadline = time.monotonic() + 120
+        while blocked_on(cache.dir / ".lock") != {proc.pid for proc in procs}:
+            assert [proc.poll() for proc in procs] == [None, None], "a process did not wait on the lock"
+            assert time.monotonic() < deadline, "the processes never waited on the lock"
+            time.sleep(0.05)
         assert [proc.poll() for proc in procs] == [None, None]  # both wait on the lock
         assert not list(cache.dir.glob("*px.npy"))
     outputs = [proc.communicate(timeout=120) for proc in procs]

@@ -19,7 +19,10 @@ from torch import nn
 from trainable import loop
 from trainable.config import CHECKPOINT_FILE, ConfigError, from_dict
 from trainable.data import steps_per_epoch
+from trainable.files import atomic_path
 from trainable.loop import NonFiniteLossError, export_weights, fit
+from trainable.models import build_model
+from trainable.tricks.distill import kd_loss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,6 +65,37 @@ def test_resume_after_epoch_one_matches_uninterrupted_run(tiny, tmp_path):
     # Same data order, augmentation and state: equal up to float summation order (1e-4).
     for key in ("train_loss", "val_loss", "val_top1", "lr"):
         assert resumed[0][key] == pytest.approx(straight[1][key], abs=1e-4), key
+    # Every epoch reseeds, so a checkpoint keeps no RNG state; one written with the old
+    # "rng_cpu" entry still resumes to the same epoch.
+    state = torch.load(saved / CHECKPOINT_FILE, weights_only=True)
+    assert "rng_cpu" not in state
+    old = tmp_path / "old"
+    old.mkdir()
+    torch.save({**state, "rng_cpu": torch.get_rng_state()}, old / CHECKPOINT_FILE)
+    from_old = []
+    fit(cfg, lambda m, d: from_old.append(m), resume_from=str(old))
+    for key in ("train_loss", "val_loss", "val_top1", "lr"):
+        assert from_old[0][key] == pytest.approx(straight[1][key], abs=1e-4), key
+
+
+def test_atomic_path_replaces_only_when_the_write_completes(tmp_path):
+    # How every checkpoint and cache file is written (trainable/files.py): an error inside the
+    # block (as a kill mid-write) keeps the old file whole and leaves no temporary file behind.
+    target = tmp_path / CHECKPOINT_FILE
+    target.write_bytes(b"old")
+
+    class Killed(Exception):
+        pass
+
+    with pytest.raises(Killed), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise Killed
+    assert target.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [target]
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp != target  # same folder: the rename never copies
+        tmp.write_bytes(b"new")
+        assert target.read_bytes() == b"old"  # replaced only when the block ends
+    assert target.read_bytes() == b"new" and sorted(tmp_path.iterdir()) == [target]
 
 
 def test_eval_every_validates_some_epochs_and_the_last_and_changes_nothing_else(tiny):
@@ -354,9 +388,31 @@ def test_distillation_with_a_teacher_made_by_the_cli(tiny, tmp_path):
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "epoch   1/1" in out.stdout and teacher.exists()
-    m = fit(from_dict(tiny, train_subset=256, val_subset=128, teacher_checkpoint=str(teacher),
-                      kd_temperature=4.0, kd_weight=0.5, mixup_alpha=0.2))
+    run = {**tiny, "train_subset": 256, "val_subset": 128, "mixup_alpha": 0.2}
+    kd_terms = []
+
+    def distill_loss(ce, student_logits, teacher_logits, temperature, weight):
+        kd_terms.append((weight, kd_loss(student_logits, teacher_logits, temperature).item(),
+                         student_logits.requires_grad))
+        return real_distill_loss(ce, student_logits, teacher_logits, temperature, weight)
+
+    real_distill_loss = loop.distill_loss
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(loop, "distill_loss", distill_loss)
+        m = fit(from_dict(run, teacher_checkpoint=str(teacher), kd_temperature=4.0, kd_weight=0.5))
+        weightless = fit(from_dict(run, teacher_checkpoint=str(teacher), kd_weight=0.0))
+    plain = fit(from_dict(run))
     assert torch.isfinite(torch.tensor(m["train_loss"]))
+    # Every step of both teacher runs added a KL term against a teacher that disagrees with the
+    # student, with the student's logits in the graph (the term's gradient reaches the student).
+    steps = steps_per_epoch(256, 64)
+    assert [w for w, _, _ in kd_terms] == [0.5] * steps + [0.0] * steps
+    assert all(0 < kl < math.inf and in_graph for _, kl, in_graph in kd_terms)
+    # The term trained the student: its validation loss (plain CE, no teacher) moved away from the
+    # run without a teacher; at weight 0 the teacher changes nothing at all.
+    assert abs(m["val_loss"] - plain["val_loss"]) > 1e-4
+    for key in ("train_loss", "val_loss", "val_top1"):
+        assert weightless[key] == plain[key], key
 
 
 def test_export_weights_round_trips_through_pretrained(tiny, tmp_path):
@@ -364,7 +420,21 @@ def test_export_weights_round_trips_through_pretrained(tiny, tmp_path):
     fit(from_dict(tiny, train_subset=128, val_subset=64, ema_decay=0.5),
         lambda m, d: shutil.copytree(d, kept, dirs_exist_ok=True))
     export_weights(str(kept), str(tmp_path / "w.pt"))
-    m = fit(from_dict(tiny, train_subset=128, val_subset=64, pretrained=str(tmp_path / "w.pt")))
+    # The exported weights are the checkpoint's EMA copy (not the live weights), tensor for tensor ...
+    checkpoint = torch.load(kept / CHECKPOINT_FILE, weights_only=True)
+    ema = {k.removeprefix("module."): v for k, v in checkpoint["ema"].items() if k.startswith("module.")}
+    exported = torch.load(tmp_path / "w.pt", weights_only=True)["state_dict"]
+    assert exported.keys() == ema.keys() == checkpoint["model"].keys()
+    for key, value in ema.items():
+        torch.testing.assert_close(exported[key], value, rtol=0, atol=0, msg=key)
+    assert any(not torch.equal(ema[k], checkpoint["model"][k]) for k in ema)
+    # ... and a model built with pretrained=<that file> holds them, all but its new head.
+    cfg = from_dict(tiny, train_subset=128, val_subset=64, pretrained=str(tmp_path / "w.pt"))
+    loaded = build_model(cfg, 10, 1, 28).state_dict()
+    for key, value in ema.items():
+        if not key.startswith("fc."):
+            torch.testing.assert_close(loaded[key], value, rtol=0, atol=0, msg=key)
+    m = fit(cfg)
     assert m["epoch"] == 1
 
 

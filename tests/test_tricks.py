@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
-from trainable.config import ConfigError, from_dict
+from trainable.config import ConfigError, effective_lr, from_dict
 from trainable.tricks.distill import distill_loss, kd_loss
 from trainable.tricks.ema import build_ema
 from trainable.tricks.param_groups import param_groups
 from trainable.tricks.precision import autocast, grad_scaler
 from trainable.tricks.sam import SAM, disable_running_stats, enable_running_stats
-from trainable.tricks.schedule import build_scheduler, effective_lr, lr_factor
+from trainable.tricks.schedule import build_scheduler, lr_factor
 from trainable.tricks.targets import Mixer, soft_cross_entropy
 
 STEPS_PER_EPOCH = 5

@@ -14,6 +14,7 @@ import shutil
 import sys
 
 from trainable.config import CHECKPOINT_FILE, ConfigError, describe, from_dict, parse_overrides
+from trainable.files import atomic_path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,10 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{metrics['images_per_second']:.0f} img/s", flush=True)
         if keep:
             os.makedirs(keep, exist_ok=True)
-            kept = os.path.join(keep, CHECKPOINT_FILE)
-            # Copy then rename: a run killed mid-copy never leaves a half-written checkpoint.
-            shutil.copy2(os.path.join(checkpoint_dir, CHECKPOINT_FILE), kept + ".tmp")
-            os.replace(kept + ".tmp", kept)
+            with atomic_path(os.path.join(keep, CHECKPOINT_FILE)) as tmp:
+                shutil.copy2(os.path.join(checkpoint_dir, CHECKPOINT_FILE), tmp)
 
     try:
         fit(cfg, report, resume_from=args.resume)

@@ -16,9 +16,8 @@ import types
 import typing
 from dataclasses import dataclass, fields
 
-DATASETS = ("fashion_mnist_subset", "fashion_mnist", "cifar10", "cifar100", "cub200", "imagefolder")
-CIFAR_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")  # 3 stages; torchvision's have 4
-MODELS = (*CIFAR_MODELS, "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+from trainable.registry import DATASETS, MODELS
+
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 OPTIMIZERS = ("sgd", "adamw")
 AUGMENTS = ("none", "autoaugment", "randaugment", "trivialaugment")
@@ -42,6 +41,13 @@ CHECKPOINT_FILE = "state.pt"
 
 class ConfigError(ValueError):
     """A config value is wrong; the message is one line naming the key and the fix."""
+
+
+class DataError(ConfigError):
+    """The data cannot be loaded as configured; the message is one line naming the problem and the fix.
+
+    Kept here, beside ConfigError, so trainable.data and trainable.folder_cache both import it
+    from below instead of from each other."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ class TrainConfig:
     epochs: int = 10
     # Validate after every Nth epoch and after the last; 1 = every epoch. A run nobody stops
     # early (a confirmation run) needs only its final value, and validation (with precise BN)
-    # is more than half of a default-recipe epoch on the CPU (3.3 s vs 1.5 s median, README).
+    # is more than half of a default-recipe epoch on the CPU (3.3 s vs 1.5 s median, docs/evidence.md).
     eval_every: int = 1
 
     # --- learning-rate schedule (stepped per optimizer step) ------------------------
@@ -137,7 +143,7 @@ class TrainConfig:
     # pad: 4-px pad + random crop (He et al. CIFAR); random_resized: Inception crop.
     crop: str = "none"
     # Rotate each training image by an angle drawn uniformly from [-d, +d] degrees (corners
-    # filled with black); the CUB-200 ResNet-50 fine-tuning studies (issue 13) used 5. 0 = off.
+    # filled with black); the CUB-200 ResNet-50 fine-tuning studies used 5. 0 = off.
     rotation_degrees: float = 0.0
 
     # --- model averaging, precision, speed --------------------------------------------
@@ -318,7 +324,7 @@ def validate(cfg: TrainConfig) -> None:
     _range(cfg, "batch_size", 1)
     _range(cfg, "lr", 0, low_open=True, fix="the learning rate must be positive")
     _range(cfg, "min_lr", 0)
-    peak = cfg.lr * (cfg.batch_size / 256 if cfg.lr_per_256 else 1.0)
+    peak = effective_lr(cfg)
     if cfg.min_lr > peak and cfg.schedule == "cosine":
         raise ConfigError(f"min_lr={cfg.min_lr} is above the peak lr {peak:g}; the cosine floor must be below it")
     _range(cfg, "momentum", 0, 1, high_open=True)
@@ -356,10 +362,9 @@ def validate(cfg: TrainConfig) -> None:
                           "weights name such as IMAGENET1K_V1")
     if cfg.data_dir is not None and not os.path.isdir(cfg.data_dir):
         raise ConfigError(f"data_dir: no directory at {cfg.data_dir!r}; point it at the data set's files")
-    if cfg.dataset == "imagefolder" and cfg.data_dir is None:
-        raise ConfigError("data_dir: dataset=imagefolder needs data_dir=<root with train/ and val/ folders>")
-    if cfg.dataset == "cub200" and cfg.data_dir is None:
-        raise ConfigError("data_dir: dataset=cub200 needs data_dir=<CUB_200_2011 folder with images.txt>")
+    needs = DATASETS[cfg.dataset].needs_data_dir
+    if needs and cfg.data_dir is None:
+        raise ConfigError(f"data_dir: dataset={cfg.dataset} needs data_dir={needs}")
 
 
 def _stage_lr_divisors(cfg: TrainConfig) -> None:
@@ -369,13 +374,21 @@ def _stage_lr_divisors(cfg: TrainConfig) -> None:
     if cfg.layer_lr_decay is not None:
         raise ConfigError("stage_lr_divisors: give per-stage LRs one way; set layer_lr_decay=None or "
                           "stage_lr_divisors=()")
-    stages = 3 if cfg.model in CIFAR_MODELS else 4
+    stages = MODELS[cfg.model].stages
     if len(divisors) != stages + 2:
         example = ",".join(["10", "8", "6", "4", "2", "2"][-(stages + 2):])
         raise ConfigError(f"stage_lr_divisors: {cfg.model} needs {stages + 2} divisors (stem, layer1..layer{stages}, "
                           f"head), got {len(divisors)}; e.g. {example}")
     if any(d <= 0 for d in divisors):
         raise ConfigError(f"stage_lr_divisors: {list(divisors)} has a divisor <= 0; each stage's lr is lr/divisor")
+
+
+def effective_lr(cfg: TrainConfig) -> float:
+    """Peak LR of the run: ``cfg.lr``, times ``batch_size/256`` when ``cfg.lr_per_256`` (the linear
+    scaling rule of Goyal et al. 2017, arXiv:1706.02677)."""
+    if cfg.lr_per_256:
+        return cfg.lr * cfg.batch_size / 256
+    return cfg.lr
 
 
 def looks_like_path(value: str) -> bool:
@@ -388,7 +401,7 @@ def describe() -> str:
     return "\n".join(f"{f.name:<20} {_type_name(_HINTS[f.name]):<14} {f.default!r}" for f in fields(TrainConfig))
 
 
-__all__ = ["TrainConfig", "ConfigError", "from_dict", "to_dict", "parse_overrides", "coerce_value",
+__all__ = ["TrainConfig", "ConfigError", "DataError", "from_dict", "to_dict", "parse_overrides", "coerce_value",
            "coerce_int", "coerce_float", "unknown_key_hint", "unknown_key_error", "explain", "looks_like_path",
-           "is_number_key", "is_int_key", "validate", "describe", "FIELDS", "METRICS", "REPORTED_METRICS",
-           "CHECKPOINT_FILE"]
+           "effective_lr", "is_number_key", "is_int_key", "validate", "describe", "FIELDS", "METRICS",
+           "REPORTED_METRICS", "CHECKPOINT_FILE"]

@@ -53,26 +53,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.transforms import v2
 
-from trainable.config import ConfigError, TrainConfig
+from trainable.config import DataError, TrainConfig
+from trainable.folder_cache import FolderCache
+from trainable.registry import DATASETS, FASHION_MNIST_STATS, IMAGENET_STATS
 from trainable.tricks.augment import BatchAugment, sample_transform
 
-
-class DataError(ConfigError):
-    """The data cannot be loaded as configured; the message is one line naming the problem and the fix."""
-
-
-# Published per-channel statistics, in [0,1] pixel units.
-FASHION_MNIST_STATS = ((0.2860,), (0.3530,))  # train split; our 10k subset: 0.2869/0.3531
-CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
-# ImageNet's: what pretrained torchvision ResNets expect, the usual choice for fine-tuning.
-IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
-STATS = {"fashion_mnist_subset": FASHION_MNIST_STATS, "fashion_mnist": FASHION_MNIST_STATS,
-         "cifar10": CIFAR10_STATS, "cifar100": CIFAR100_STATS,
-         "cub200": IMAGENET_STATS, "imagefolder": IMAGENET_STATS}
-NATIVE_SIZE = {"fashion_mnist_subset": 28, "fashion_mnist": 28, "cifar10": 32, "cifar100": 32,
-               "cub200": 224, "imagefolder": 224}
 # loader=auto keeps a data set on the device up to this many bytes of uint8 pixels
 # (train+val): CIFAR-10 at 32 px is 184 MB, at 224 px 9 GB; CUB-200 (11,788 images) at
 # 224 px is 1.8 GB.
@@ -120,12 +105,11 @@ def load_data(cfg: TrainConfig, device: torch.device | str) -> Data:
     or corrupt files, too few images) raises DataError.
     """
     device = torch.device(device)
-    train, val, class_names = _READERS[cfg.dataset](cfg)
+    info = DATASETS[cfg.dataset]
+    train, val, class_names = _READERS[info.reader](cfg)
     train, val = train.interleaved(), val.interleaved()
     folder = None
     if train.files is not None:  # stats and reads the header of every file (trainable/folder_cache.py)
-        from trainable.folder_cache import FolderCache  # imported here: it imports this module
-
         folder = FolderCache(train.files + val.files, train.channels)
     n_train_all = len(train)
     train = _prefix(train, cfg.train_subset, "train_subset", cfg.dataset)
@@ -136,8 +120,8 @@ def load_data(cfg: TrainConfig, device: torch.device | str) -> Data:
     if len(val) == 0:
         raise DataError(f"{cfg.dataset}: the validation split is empty; add validation images")
 
-    size = cfg.image_size or (folder.default_size() if folder else NATIVE_SIZE[cfg.dataset])
-    mean, std = STATS[cfg.dataset]
+    size = cfg.image_size or (folder.default_size() if folder else info.native_size)
+    mean, std = info.mean, info.std
     loader = _resolve_loader(cfg, len(folder) if folder else len(train) + len(val), len(mean), size)
     if loader == "memory" and folder is not None:
         # Rows of the shared cache: [0, n_train_all) the train split, then val, each in
@@ -155,6 +139,13 @@ def load_data(cfg: TrainConfig, device: torch.device | str) -> Data:
     return Data(num_classes=len(class_names), in_channels=len(mean), image_size=size, mean=mean, std=std,
                 class_names=list(class_names), n_train=len(train), n_val=len(val), loader=loader,
                 _batches=batches)
+
+
+def split_sizes(cfg: TrainConfig) -> tuple[int, int]:
+    """(training, validation) images of ``cfg.dataset`` before any subset, read as ``load_data``
+    reads them but nothing decoded or cached: a folder's files are only listed."""
+    train, val, _ = _READERS[DATASETS[cfg.dataset].reader](cfg)
+    return len(train), len(val)
 
 
 def _resolve_loader(cfg: TrainConfig, n_images: int, channels: int, size: int) -> str:
@@ -371,9 +362,10 @@ def _read_fashion_mnist(cfg: TrainConfig):
     return splits[0], splits[1], FASHION_MNIST_CLASSES
 
 
-def _read_cifar(cfg: TrainConfig, name: str):
+def _read_cifar(cfg: TrainConfig):
     from torchvision import datasets  # imported here: pulls in more of torchvision than the rest needs
 
+    name = cfg.dataset
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     root = Path(os.path.expanduser(cfg.data_dir or DEFAULT_CIFAR_DIR))
     if root.name == cls.base_folder:  # data_dir given as the extracted folder itself
@@ -457,14 +449,14 @@ def _read_imagefolder(cfg: TrainConfig):
     return splits[0], splits[1], list(classes)
 
 
+# By DatasetInfo.reader (trainable/registry.py, the one list of data sets).
 _READERS = {
-    "fashion_mnist_subset": _read_fashion_mnist_subset,
-    "fashion_mnist": _read_fashion_mnist,
-    "cifar10": lambda cfg: _read_cifar(cfg, "cifar10"),
-    "cifar100": lambda cfg: _read_cifar(cfg, "cifar100"),
+    "embedded": _read_fashion_mnist_subset,
+    "idx": _read_fashion_mnist,
+    "cifar": _read_cifar,
     "cub200": _read_cub200,
     "imagefolder": _read_imagefolder,
 }
 
-__all__ = ["Data", "DataError", "load_data", "steps_per_epoch", "interleave_by_class", "read_idx", "STATS",
-           "NATIVE_SIZE"]
+__all__ = ["Data", "DataError", "load_data", "split_sizes", "steps_per_epoch", "interleave_by_class", "read_idx",
+           "FASHION_MNIST_STATS", "IMAGENET_STATS"]  # the statistics for search.bench, which normalises itself

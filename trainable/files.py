@@ -18,8 +18,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; write it inside the block, and it replaces ``path``
     when the block ends without an error (on an error the temporary file is removed).
 
-    The name is ``.<name>.<pid>.part``: unique per process, so two writers never share it,
-    and not ``*.tmp``, which the folder cache's build deletes as leftovers."""
+    The name is ``.<name>.<pid>.part``: unique per process, so two writers never share it
+    (the folder cache's build, holding its lock, deletes the ``*px.npy.*.part`` a killed build left)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:

@@ -50,7 +50,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import v2
 
-from trainable.data import DataError
+from trainable.config import DataError
+from trainable.files import atomic_path
 
 CACHE_ENV = "TRICKTUNE_FOLDER_CACHE"
 DEFAULT_CACHE_DIR = "~/.cache/tricktune/folders"
@@ -123,7 +124,8 @@ class FolderCache:
                                 "remove it from the data set") from err
         try:  # kept so the next trial skips the headers; optional (the DataLoader path needs no cache folder)
             self.dir.mkdir(parents=True, exist_ok=True)
-            _write_atomically(path, lambda tmp: np.save(tmp, sizes))
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.save adds no ".npy"
+                np.save(fh, sizes)
         except OSError:
             pass
         return sizes
@@ -182,52 +184,42 @@ class FolderCache:
               f"into {path}", flush=True)
 
     def _remove_stale(self) -> None:
-        # Called holding the lock, so no other process is writing: every *.tmp is left over
-        # from a killed build, and files of another files id are an older version of the set.
+        # Called holding the lock, so no other build is writing: a partial pixels file is left
+        # over from a killed build, and files of another files id are an older version of the set.
+        # (A partial sizes file may be another process's write in progress: it takes no lock.)
         for old in self.dir.iterdir():
-            if old.name.endswith(".tmp") or (old.suffix == ".npy" and not old.name.startswith(self.key)):
+            partial_pixels = old.suffix == ".part" and "px.npy." in old.name
+            if partial_pixels or (old.suffix == ".npy" and not old.name.startswith(self.key)):
                 old.unlink(missing_ok=True)
-
-    def builds(self) -> list[dict]:
-        """Every decode pass of this data set root, oldest first (builds.jsonl)."""
-        log = self.dir / "builds.jsonl"
-        return [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
 
 
 def _decode_into_new_file(path: Path, files: list[str], channels: int, size: int) -> int:
-    """Decode ``files`` into ``path`` (written as ``path.tmp``, renamed when complete); returns the threads used.
+    """Decode ``files`` into ``path`` (written under a temporary name, renamed when complete); returns the
+    threads used.
 
     Threads, not processes: Pillow's decoder and torch's resize release the GIL, and the
     threads write straight into the memory-mapped output. One torch thread each, so the
     pool does not multiply with torch's own intra-op threads.
     """
-    tmp = path.with_name(path.name + ".tmp")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), channels, size, size))
     workers = len(os.sched_getaffinity(0))
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     pool = concurrent.futures.ThreadPoolExecutor(workers)
     try:
-        def one(k: int) -> None:
-            out[k] = decode(files[k], channels, size).numpy()
+        # The mapping stays valid across the rename at the end of the block; it closes on return.
+        with atomic_path(path) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), channels, size, size))
 
-        for future in [pool.submit(one, k) for k in range(len(files))]:
-            future.result()  # the first file that fails stops the build and is named
-        out.flush()
-        os.replace(tmp, path)  # the mapping stays valid across the rename; it closes on return
+            def one(k: int) -> None:
+                out[k] = decode(files[k], channels, size).numpy()
+
+            for future in [pool.submit(one, k) for k in range(len(files))]:
+                future.result()  # the first file that fails stops the build and is named
+            out.flush()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(torch_threads)
-        tmp.unlink(missing_ok=True)
     return workers
-
-
-def _write_atomically(path: Path, write) -> None:
-    # Not "*.tmp": a build (holding the lock) deletes those as leftovers, but this write takes no lock.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    with open(tmp, "wb") as fh:
-        write(fh)
-    os.replace(tmp, path)
 
 
 def _one_line(err: BaseException) -> str:

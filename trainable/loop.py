@@ -27,8 +27,9 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LRScheduler
 from torch.optim.swa_utils import AveragedModel
 
-from trainable.config import CHECKPOINT_FILE, TrainConfig, from_dict, to_dict
+from trainable.config import CHECKPOINT_FILE, TrainConfig, effective_lr, from_dict, to_dict
 from trainable.data import Data, load_data, steps_per_epoch
+from trainable.files import atomic_path
 from trainable.models import build_model, load_teacher
 from trainable.tricks.distill import distill_loss
 from trainable.tricks.ema import build_ema
@@ -36,7 +37,7 @@ from trainable.tricks.param_groups import param_groups
 from trainable.tricks.precise_bn import with_precise_bn
 from trainable.tricks.precision import autocast, grad_scaler
 from trainable.tricks.sam import SAM, disable_running_stats, enable_running_stats
-from trainable.tricks.schedule import build_scheduler, effective_lr
+from trainable.tricks.schedule import build_scheduler
 from trainable.tricks.targets import Mixer, soft_cross_entropy
 
 Report = Callable[[dict, str], None]
@@ -118,7 +119,8 @@ def restore(training: Training, checkpoint_dir: str, device: torch.device) -> tu
     training.scaler.load_state_dict(state["scaler"])
     if training.ema is not None:
         training.ema.load_state_dict(state["ema"])
-    torch.set_rng_state(state["rng_cpu"])
+    # No RNG state to restore: every epoch reseeds from (seed, epoch) before it draws (_epoch_seed);
+    # an older checkpoint's "rng_cpu" entry is ignored.
     return state["epoch"], list(state["history"])
 
 
@@ -311,12 +313,9 @@ def save_checkpoint(directory: str, cfg: TrainConfig, data: Data, epoch: int, hi
         "scheduler": training.scheduler.state_dict(),
         "scaler": training.scaler.state_dict(),
         "ema": training.ema.state_dict() if training.ema is not None else None,
-        "rng_cpu": torch.get_rng_state(),
     }
-    # Write then rename: a process killed mid-save never leaves a half-written checkpoint.
-    tmp = os.path.join(directory, CHECKPOINT_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, os.path.join(directory, CHECKPOINT_FILE))
+    with atomic_path(os.path.join(directory, CHECKPOINT_FILE)) as tmp:
+        torch.save(state, tmp)
 
 
 def export_weights(checkpoint_dir: str, out_path: str) -> None:

@@ -28,11 +28,10 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
-from trainable.config import MODELS, ConfigError, TrainConfig, looks_like_path
+from trainable.config import ConfigError, TrainConfig, looks_like_path
+from trainable.registry import MODELS
 
 WEIGHTS_FORMAT = "tricktune-weights-v1"
-CIFAR_DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56, "resnet110": 110}
-TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 # At <= 64 px a 7x7/2 conv plus a 3x3/2 max-pool would leave 28 px as 7 px (and 32 px
 # as 8 px) before the first residual block; the small stem keeps the full resolution.
 SMALL_STEM_MAX_SIZE = 64
@@ -99,7 +98,7 @@ def resolve_stem(cfg: TrainConfig, image_size: int) -> str:
     """The stem ``cfg.stem`` means at ``image_size`` px: "small" or "imagenet".
 
     CIFAR ResNets always have the small 3x3 stem (He et al. 2016), whatever ``cfg.stem`` says."""
-    if cfg.model in CIFAR_DEPTHS:
+    if MODELS[cfg.model].cifar:
         return "small"
     if cfg.stem == "auto":
         return "small" if image_size <= SMALL_STEM_MAX_SIZE else "imagenet"
@@ -110,9 +109,10 @@ def _architecture(model_name: str, stem: str, resnet_d: bool, num_classes: int, 
     if num_classes < 1 or in_channels < 1:
         raise ModelError(f"{model_name}: need num_classes >= 1 and in_channels >= 1, "
                          f"got {num_classes} and {in_channels}; check the data set")
-    if model_name in CIFAR_DEPTHS:
-        model = CifarResNet(CIFAR_DEPTHS[model_name], num_classes, in_channels)
-    else:  # one of TORCHVISION_MODELS: config.validate and load_teacher let no other name through
+    info = MODELS[model_name]  # a known name: config.validate and load_teacher let no other through
+    if info.cifar:
+        model = CifarResNet(info.depth, num_classes, in_channels)
+    else:
         model = getattr(torchvision.models, model_name)(weights=None, num_classes=num_classes)
         if stem == "small":
             model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
@@ -293,7 +293,7 @@ def _match_downsample_layout(state: Mapping[str, torch.Tensor], model: nn.Module
 
 
 def _download_torchvision_weights(model_name: str, name: str) -> dict[str, torch.Tensor]:
-    if model_name not in TORCHVISION_MODELS:
+    if MODELS[model_name].cifar:
         raise ModelError(f"pretrained={name!r}: torchvision has no weights for {model_name}; give a weights "
                          "file (e.g. one written by `make teacher`) or use a torchvision model such as resnet18")
     weights_enum = torchvision.models.get_model_weights(model_name)
@@ -331,10 +331,8 @@ def load_pretrained(model: nn.Module, pretrained: str, model_name: str) -> nn.Mo
     new head for this data set's classes) and ``conv1`` when only its input-channel count
     differs (adapted by :func:`adapt_input_conv`). Anything else raises :class:`ModelError`.
     """
-    if os.path.isfile(pretrained) or looks_like_path(pretrained):
-        if not os.path.isfile(pretrained):
-            raise ModelError(f"pretrained: no file at {pretrained!r}; give a state-dict file or a torchvision "
-                             "weights name such as IMAGENET1K_V1")
+    # A path config.validate found a file at (or a file named like a weights name, in the working folder).
+    if looks_like_path(pretrained) or os.path.isfile(pretrained):
         data = _read_weights_file(pretrained, "pretrained")
         saved_from = data.get("model") if data.get("format") == WEIGHTS_FORMAT else None
         state = _state_dict_of(data, pretrained)
@@ -399,9 +397,7 @@ _TEACHER_KEYS = {"model", "stem", "resnet_d", "num_classes", "in_channels", "sta
 def load_teacher(path, num_classes: int, in_channels: int, device) -> nn.Module:
     """The network in a :func:`save_weights` file, in eval mode with gradients off, for
     knowledge distillation (Hinton et al. 2015, https://arxiv.org/abs/1503.02531)."""
-    what = "teacher_checkpoint"
-    if not os.path.isfile(path):
-        raise ModelError(f"{what}: no file at {str(path)!r}; make one with `make teacher`")
+    what = "teacher_checkpoint"  # config.validate found a file there
     data = _read_weights_file(path, what)
     if data.get("format") != WEIGHTS_FORMAT or not data.keys() >= _TEACHER_KEYS:
         raise ModelError(f"{what} {str(path)!r} is not a {WEIGHTS_FORMAT} file (written by save_weights); "

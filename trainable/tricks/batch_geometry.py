@@ -22,6 +22,12 @@ box, mirror and rotation composed, so a pixel is interpolated once, not once per
 
 All randomness comes from torch's global CPU generator (as the rest of
 :mod:`trainable.tricks.augment`), so a run replays from its seed on any device.
+
+Why not kornia.augmentation: on the same uint8 batches (one torch thread, median of 5
+alternating rounds, kornia 0.9.0), its RandomResizedCrop + RandomHorizontalFlip +
+RandomRotation(5) took 209 ms per 64-image 224-px batch against 66-75 ms here (three
+resampling passes against one), and its RandomCrop(padding=4) + flip 1.05 ms per 32-image
+28-px batch against 0.17 ms for augment.pad_crop + random_hflip.
 """
 
 from __future__ import annotations

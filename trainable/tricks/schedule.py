@@ -8,7 +8,8 @@ Hyperparameters (names as in :class:`trainable.config.TrainConfig`):
 
 * ``lr`` / ``lr_per_256`` -- peak LR; with ``lr_per_256`` it is per 256 images and is
   scaled by ``batch_size / 256``: the linear scaling rule of Goyal et al. 2017,
-  "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour" (arXiv:1706.02677).
+  "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour" (arXiv:1706.02677);
+  :func:`trainable.config.effective_lr` computes it.
 * ``warmup_epochs`` -- linear ramp from ~0 to the peak LR over that many epochs
   (Goyal et al. 2017, sec. 2.2; 5 epochs for big batches); 0 = off.
 * ``schedule``:
@@ -28,12 +29,7 @@ import math
 
 import torch
 
-
-def effective_lr(cfg) -> float:
-    """Peak LR of the run: ``cfg.lr``, times ``batch_size/256`` when ``cfg.lr_per_256``."""
-    if cfg.lr_per_256:
-        return cfg.lr * cfg.batch_size / 256
-    return cfg.lr
+from trainable.config import effective_lr
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_factor: float,
@@ -94,4 +90,4 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-__all__ = ["effective_lr", "lr_factor", "build_scheduler"]
+__all__ = ["lr_factor", "build_scheduler"]

@@ -23,6 +23,7 @@ import tempfile
 import time
 import uuid
 
+import psutil
 import pytest
 from conftest import tiny_space_yaml
 from mlflow.tracking import MlflowClient
@@ -93,23 +94,11 @@ def trial_results(tmp_path) -> dict:
 
 
 def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (from /proc; psutil is not a dependency)."""
-    parents = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as fh:
-                    stat = fh.read()
-                parents[int(name)] = int(stat[stat.rindex(")") + 2:].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    found, frontier = set(), [pid]
-    while frontier:
-        current = frontier.pop()
-        children = [p for p, parent in parents.items() if parent == current]
-        found.update(children)
-        frontier.extend(children)
-    return found
+    """Every process below ``pid``."""
+    try:
+        return {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
 
 
 def kill(pid: int) -> None:

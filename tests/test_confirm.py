@@ -131,14 +131,18 @@ def test_evaluate_names_the_best_mean_and_says_when_nothing_was_confirmed():
 
 @pytest.mark.slow
 def test_interrupted_during_confirmation_resumes_with_each_run_recorded_once(tmp_path):
-    text = tiny_space_yaml("does a confirmation survive an interrupt?", INERT, samples=2, epochs=2,
+    # 6 epochs: a confirmation run lasts seconds, long enough to be caught mid-run (with 2
+    # epochs the runs, two at a time, were over between two looks of a 2-s poll).
+    epochs = 6
+    text = tiny_space_yaml("does a confirmation survive an interrupt?", INERT, samples=2, epochs=epochs,
                            scheduler="none", max_concurrent=1)
     proc = run(tmp_path, space_text=text, popen=True)
     deadline = time.time() + 600
     # Interrupt once a confirmation run has finished and another is mid-run: it has logged
-    # train_loss (a confirmation run logs val_* only for the epochs it validates, here the last).
+    # train_loss (a confirmation run logs val_* only for the epochs it validates).
     while time.time() < deadline:
-        time.sleep(2)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the search ended before the test could interrupt its confirmation"
         state_files = glob.glob(str(tmp_path / "ray" / "*" / "tricktune.json"))
         if not state_files or json.load(open(state_files[0])).get("phase") != "confirm":
             continue
@@ -163,7 +167,8 @@ def test_interrupted_during_confirmation_resumes_with_each_run_recorded_once(tmp
     for r in runs:
         assert r.info.status == "FINISHED" and r.data.tags["outcome"] == "completed"
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "train_loss")]
-        assert sorted(steps) == [1, 2]  # no epoch logged twice
+        assert sorted(steps) == list(range(1, epochs + 1))  # no epoch logged twice
         # A confirmation run validates every confirm.EVAL_EVERY-th epoch and the last.
-        assert [m.step for m in client.get_metric_history(r.info.run_id, "val_top1")] == [2]
+        validated = sorted(m.step for m in client.get_metric_history(r.info.run_id, "val_top1"))
+        assert validated == [e for e in range(1, epochs + 1) if e % confirm.EVAL_EVERY == 0 or e == epochs]
     assert "confirmed over seeds 1000, 1001" in resumed.stdout

@@ -1,4 +1,4 @@
-"""What a person sees: what a search prints (search/console.py), and where MLflow opens it.
+"""What a person sees: what a search prints (search/console/), and where MLflow opens it.
 
 Fast: the console's model and formatting, and the callback driven with Ray's own ``Trial``
 objects (``stub=True``: no cluster) through the events a search sends, in both renderings.

@@ -1,4 +1,4 @@
-"""The fidelity measurement's arithmetic (search/fidelity.py) on curves whose answer is known.
+"""The fidelity measurement's arithmetic (search/tools/fidelity.py) on curves whose answer is known.
 
 Its real runs (Ray Tune trials of a space, never stopped) are exercised by make bench's
 figure 6 (tests/test_bench.py runs its --quick version)."""

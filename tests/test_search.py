@@ -20,10 +20,10 @@ MIXUP_LR = {"mixup_alpha": {"type": "uniform", "low": 0.0, "high": 1.0},
             "lr": {"type": "loguniform", "low": 0.01, "high": 0.3}}
 
 
-def write_space(tmp_path, samples=6, epochs=3, name="tiny"):
+def write_space(tmp_path, samples=6, epochs=3, name="tiny", train_subset=256):
     path = tmp_path / f"{name}.yaml"
     path.write_text(tiny_space_yaml("does the search path record every trial?", MIXUP_LR, samples=samples,
-                                    epochs=epochs))
+                                    epochs=epochs, train_subset=train_subset))
     return path
 
 
@@ -87,7 +87,9 @@ def test_real_search_records_every_trial_in_mlflow(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_search_resumes_with_every_trial_recorded_once(tmp_path, sig):
-    space = write_space(tmp_path, samples=5, epochs=3)
+    # 512 images x 4 epochs: trials last seconds, so a trial is caught mid-run (with 256 x 3 a
+    # quiet machine finished the search between two looks of a 2-s poll).
+    space = write_space(tmp_path, samples=5, epochs=4, train_subset=512)
     env = search_env(tmp_path)
     proc = subprocess.Popen(search_cmd(space, tmp_path), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -95,7 +97,8 @@ def test_interrupted_search_resumes_with_every_trial_recorded_once(tmp_path, sig
     # resumed process then meets a running trial it never saw start (a bug this test caught).
     deadline = time.time() + 400
     while time.time() < deadline:
-        time.sleep(2)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the search ended before the test could interrupt it"
         # Read MLflow only once the search has set up the store (tricktune.json is written
         # after its parent run): a second process migrating a fresh sqlite store races it.
         if glob.glob(str(tmp_path / "ray" / "*" / "tricktune.json")):

@@ -16,6 +16,7 @@ import platform
 import subprocess
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from search.tracking import experiment_for_space, save_runs_view
@@ -59,10 +60,29 @@ def check_tracking(tracking_uri: str) -> MlflowClient:
     client = MlflowClient(tracking_uri)
     try:
         client.search_experiments(max_results=1)
+    except MlflowException as err:
+        if err.get_http_status_code() in (401, 403):  # the server is up and asks who is there
+            raise SearchError(_sign_in_error(tracking_uri, err.get_http_status_code())) from None
+        raise _unreachable(tracking_uri, err) from None
     except Exception as err:  # noqa: BLE001 - any failure here means "cannot record results"
-        raise SearchError(f"MLflow tracking store {tracking_uri!r} is unreachable ({type(err).__name__}); "
-                          "start the server or set MLFLOW_TRACKING_URI=sqlite:///mlflow.db") from None
+        raise _unreachable(tracking_uri, err) from None
     return client
+
+
+def _unreachable(tracking_uri: str, err: Exception) -> SearchError:
+    return SearchError(f"MLflow tracking store {tracking_uri!r} is unreachable ({type(err).__name__}); "
+                       "start the server or set MLFLOW_TRACKING_URI=sqlite:///mlflow.db")
+
+
+def _sign_in_error(tracking_uri: str, status: int) -> str:
+    """The fix for a server behind a sign-in (MLflow's basic-auth app): which variables to set."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if not user or not os.environ.get("MLFLOW_TRACKING_PASSWORD"):
+        return (f"MLflow tracking server {tracking_uri!r} asks for a sign-in (HTTP {status}): set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of that server")
+    refused = "refused the sign-in of" if status == 401 else "does not let"
+    return (f"MLflow tracking server {tracking_uri!r} {refused} user {user!r} (HTTP {status}): check "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or ask its admin for access")
 
 
 def latest_experiment(storage: str, space_name: str) -> str | None:

@@ -162,6 +162,11 @@ def test_mlflow_opens_the_search_on_its_runs_table(tmp_path, browser, mlflow_ui)
     assert page.get_by_text("Token Usage").count() == 0
     header = page.locator('.ag-header-cell[col-id="metrics.`val_top1`"]')
     assert header.is_visible() and header.inner_text().strip() == "val_top1"
+    # Each run's outcome beside its name, and no red cross for a trial ASHA stopped: its status is
+    # FINISHED, its outcome stopped_early (only an interrupted or failed run is drawn otherwise).
+    outcome = page.locator('.ag-header-cell[col-id="tags.`outcome`"]')
+    assert outcome.is_visible() and outcome.bounding_box()["x"] < header.bounding_box()["x"]
+    assert all(r.info.status == "FINISHED" for r in children), [(r.info.run_name, r.info.status) for r in children]
     # Trials (search and confirmation runs) are listed flat under their search (not collapsed
     # into the parent), best val_top1 first, then the parent.
     shown = [name for _, name in sorted(page.evaluate(ROW_NAMES))]

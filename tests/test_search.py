@@ -58,7 +58,7 @@ def test_real_search_records_every_trial_in_mlflow(tmp_path):
     ray_trials = [d for d in os.listdir(tmp_path / "ray" / exp_dirs[0]) if d.startswith("run_trial_")]
     assert len(trials) == len(ray_trials) == 6
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
-    assert {r.info.status for r in trials} <= {"FINISHED", "KILLED"}
+    assert {r.info.status for r in trials} == {"FINISHED"}
     # The baseline (mixup off, the recipe's lr) runs first and is marked.
     baseline = [r for r in trials if r.data.tags["is_baseline"] == "true"]
     assert len(baseline) == 1 and float(baseline[0].data.params["mixup_alpha"]) == 0.0
@@ -72,7 +72,7 @@ def test_real_search_records_every_trial_in_mlflow(tmp_path):
         assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, epochs + 1))
         if run.data.tags["outcome"] == "stopped_early":
             stopped += 1
-            assert run.info.status == "KILLED" and epochs < 3
+            assert run.info.status == "FINISHED" and epochs < 3  # not KILLED: the UI draws that as a crash
         else:
             assert run.data.tags["outcome"] == "completed" and epochs == 3
     assert stopped >= 1  # ASHA (reduction factor 3) stopped some of the 6 trials

@@ -27,7 +27,10 @@ def trial_outcome(result: dict | None, max_epochs: int) -> tuple[str, str]:
     if result and result.get("nonfinite_loss"):
         return "FAILED", "nonfinite_loss"
     if result and int(result.get("epoch", 0)) < max_epochs:
-        return "KILLED", "stopped_early"  # ASHA stopped it: its curve is real but short
+        # ASHA stopped it: its curve is real but short, and it ended as the search meant it to.
+        # FINISHED, not KILLED: the runs table draws KILLED with a crash's red cross, and a
+        # person scanning a search's runs would read its stopped trials as failures.
+        return "FINISHED", "stopped_early"
     return "FINISHED", "completed"
 
 

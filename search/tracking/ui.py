@@ -59,18 +59,21 @@ def experiment_for_space(client: MlflowClient, space_name: str) -> str:
 
 def save_runs_view(client: MlflowClient, experiment_id: str, search: str, metric: str, mode: str,
                    searched: list[str]) -> str:
-    """A saved view of one search's runs: flat (no collapsed parent), best first, with the metric,
-    Top-1/Top-5, seconds per epoch, the searched values and the outcome as columns. Returns its key."""
+    """A saved view of one search's runs: flat (no collapsed parent), best first, with the outcome
+    next to the run name, then the metric, Top-1/Top-5, seconds per epoch and the searched values
+    as columns. Returns its key."""
     metrics = dict.fromkeys([metric, "val_top1", "val_top5", "epoch_seconds"])
+    outcome = "tags.`outcome`"  # beside the name: completed, stopped_early or a failure, at a glance
     columns = ([f"metrics.`{m}`" for m in metrics] + [f"params.`{p}`" for p in searched]
-               + ["tags.`outcome`", "tags.`trial_id`"])
+               + [outcome, "tags.`trial_id`"])
     state = {"searchFilter": f"tags.search = '{search}'",
              # Sorting by a metric lists nested runs flat; the parent (no such metric) comes last.
              "orderByKey": f"metrics.`{metric}`", "orderByAsc": mode == "min",
              "startTime": "ALL", "lifecycleFilter": "Active", "datasetsFilter": [],
              "modelVersionFilter": "All Runs", "selectedColumns": columns,
              # The run name says what the trial is: wide enough for it (the UI's default cuts at ~18 chars).
-             "columnOrder": [RUN_NAME_COLUMN, "runDateAndNestInfo", "duration", *columns],
+             "columnOrder": [RUN_NAME_COLUMN, outcome, "runDateAndNestInfo", "duration",
+                             *(c for c in columns if c != outcome)],
              "columnWidths": {RUN_NAME_COLUMN: 290}}
     packed = base64.b64encode(zlib.compress(json.dumps(state).encode())).decode()
     now = int(time.time() * 1000)

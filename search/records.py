@@ -85,6 +85,21 @@ def _sign_in_error(tracking_uri: str, status: int) -> str:
             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or ask its admin for access")
 
 
+def close_runs_left_open(client: MlflowClient, experiment_id: str, parent_run_id: str) -> int:
+    """Close, as interrupted, the trial runs of a search that are still RUNNING when it resumes.
+
+    A driver killed with SIGKILL (or a lost machine) runs no handler, so its open runs stay
+    RUNNING. Closing them is what Ctrl-C would have done: a trial Ray continues reopens its
+    run; one Ray had not saved before the kill is run again under a new id, and its old run
+    keeps what it recorded, closed instead of RUNNING forever."""
+    runs = client.search_runs([experiment_id], max_results=10_000, filter_string=(
+        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and attributes.status = 'RUNNING'"))
+    for run in runs:
+        client.set_tag(run.info.run_id, "outcome", "interrupted")
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return len(runs)
+
+
 def latest_experiment(storage: str, space_name: str) -> str | None:
     found = sorted(p for p in glob.glob(os.path.join(storage, f"{space_name}-*"))
                    if os.path.isfile(os.path.join(p, STATE_FILE)))
@@ -141,5 +156,5 @@ def start(client: MlflowClient, space: Space, opts, storage: str) -> tuple[str, 
     return exp_path, state
 
 
-__all__ = ["STATE_FILE", "SearchError", "git_commit", "package_versions", "check_tracking", "latest_experiment",
-           "resume_state", "save_state", "start"]
+__all__ = ["STATE_FILE", "SearchError", "git_commit", "package_versions", "check_tracking", "close_runs_left_open",
+           "latest_experiment", "resume_state", "save_state", "start"]

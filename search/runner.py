@@ -145,6 +145,7 @@ def run_search(opts: SearchOptions) -> dict:
     if state is None:
         exp_path, state = records.start(client, space, opts, storage)
     else:
+        records.close_runs_left_open(client, state["experiment_id"], state["parent_run_id"])
         client.update_run(state["parent_run_id"], status="RUNNING")
     dashboard_url = tuners.init_ray(opts.dashboard, opts.verbose)
     from search.console import dashboard_sign_in, for_search

@@ -1,5 +1,5 @@
-"""Real faults during real searches, no mocks: a diverging trial, a killed trial worker, an
-MLflow server that goes away mid-search, a cluster node that dies.
+"""Real faults during real searches, no mocks: a diverging trial, a killed trial worker, a
+driver killed with SIGKILL, an MLflow server that goes away mid-search, a cluster node that dies.
 
 Each test runs ``python -m search`` in a subprocess on a tiny space written to tmp_path
 (256-512 Fashion-MNIST images, 2-3 epochs, 2-3 trials), causes the fault from outside the
@@ -228,6 +228,51 @@ def test_killed_trial_worker(tmp_path, max_failures):
         assert "died" in killed.data.tags["error"] and killed.data.tags["epochs_run"] == "2"
         assert epochs_logged(client, killed) == [1, 2]
         assert "1 failed" in output
+
+
+# --- the driver is SIGKILLed (no handler runs), then resumed -------------------------------------
+
+def _finished_and_running(uri) -> bool:
+    try:
+        _, _, trials = runs(uri)
+    except Exception:  # noqa: BLE001 - the store or experiment is not there yet
+        return False
+    return any(r.info.status == "FINISHED" for r in trials.values()) and any(
+        r.info.status == "RUNNING" and "val_top1" in r.data.metrics for r in trials.values())
+
+
+def test_a_driver_killed_with_sigkill_resumes_with_nothing_lost(tmp_path):
+    """kill -9 of the search's own process once a trial has finished and another is mid-run:
+    no signal handler closes anything, so MLflow is left with RUNNING runs. RESUME then records
+    every trial of the budget once, to the end, with no epoch twice, and no run stays RUNNING:
+    a trial the dead driver had started but Ray had not yet saved is run again under a new
+    id, and its old run is closed as interrupted (seen: it stayed RUNNING forever before)."""
+    space = write_space(tmp_path, "does a killed driver lose records?", samples=4, epochs=4)
+    uri = sqlite_uri(tmp_path)
+    proc = start_search(space, tmp_path, uri)
+    wait_for(lambda: _finished_and_running(uri), 300, "a finished trial and a running one", proc, step=0.5)
+    below = descendants(proc.pid)
+    kill(proc.pid)
+    proc.wait()
+    _, parent, trials = runs(uri)
+    assert parent.info.status == "RUNNING" and "RUNNING" in {r.info.status for r in trials.values()}
+    try:
+        resumed = subprocess.run([sys.executable, "-m", "search", str(space), "--storage", str(tmp_path / "ray"),
+                                  "--resume"], cwd=ROOT, env={**os.environ, "MLFLOW_TRACKING_URI": uri,
+                                                               "OMP_NUM_THREADS": "1"},
+                                 capture_output=True, text=True, timeout=600)
+    finally:
+        for pid in below:  # Ray processes the dead driver started, if any outlived it
+            kill(pid)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    client, parent, trials = runs(uri)  # fails if a trial was recorded twice
+    assert parent.info.status == "FINISHED" and "RUNNING" not in {r.info.status for r in trials.values()}
+    done = [r for r in trials.values() if r.data.tags.get("outcome") == "completed"]
+    assert len(done) == 4  # the budget, each trial once
+    for run in done:
+        assert run.info.status == "FINISHED" and epochs_logged(client, run) == [1, 2, 3, 4]  # none twice
+    for run in trials.values():
+        assert run in done or (run.info.status, run.data.tags.get("outcome")) == ("KILLED", "interrupted")
 
 
 # --- the MLflow server goes away mid-search ----------------------------------------------------------

@@ -55,7 +55,7 @@ from torchvision.transforms import v2
 
 from trainable.config import DataError, TrainConfig
 from trainable.folder_cache import FolderCache
-from trainable.registry import DATASETS, FASHION_MNIST_STATS, IMAGENET_STATS
+from trainable.registry import DATASETS
 from trainable.tricks.augment import BatchAugment, sample_transform
 
 # loader=auto keeps a data set on the device up to this many bytes of uint8 pixels
@@ -458,5 +458,4 @@ _READERS = {
     "imagefolder": _read_imagefolder,
 }
 
-__all__ = ["Data", "DataError", "load_data", "split_sizes", "steps_per_epoch", "interleave_by_class", "read_idx",
-           "FASHION_MNIST_STATS", "IMAGENET_STATS"]  # the statistics for search.bench, which normalises itself
+__all__ = ["Data", "DataError", "load_data", "split_sizes", "steps_per_epoch", "interleave_by_class", "read_idx"]

@@ -160,7 +160,7 @@ def _imagefolder_loaders(cfg: TrainConfig, root: str, cpu: dict[str, list[float]
     transforms; persistent workers and a warm-up epoch: the baseline at its best."""
     from torchvision import datasets
 
-    from trainable.data import IMAGENET_STATS
+    from trainable.registry import IMAGENET_STATS
     from trainable.tricks.augment import sample_transform
 
     mean, std = IMAGENET_STATS

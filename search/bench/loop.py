@@ -22,9 +22,10 @@ from torchvision.transforms import v2
 
 from search.bench.common import CORES, Figure, paired_ratio, recipe, rounds, say, spread
 from trainable.config import TrainConfig
-from trainable.data import FASHION_MNIST_STATS, interleave_by_class
+from trainable.data import interleave_by_class
 from trainable.loop import fit
 from trainable.models import build_model
+from trainable.registry import FASHION_MNIST_STATS
 from trainable.tricks.augment import PAD
 
 
